@@ -1,0 +1,239 @@
+"""RunConfig: the five sections of a run (recipe, model, data, train, tracking), typed and validated.
+
+YAML is read with `yaml.safe_load`; `key.sub=value` overrides apply on top. An unknown key, a wrong type or an
+impossible value is a ConfigError naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bitnet_jax import recipes
+from bitnet_jax.errors import ConfigError
+from bitnet_jax.model import ModelConfig
+from bitnet_jax.recipes import Recipe
+
+DTYPES = ("auto", "float32", "bfloat16")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+WANDB_MODES = ("disabled", "offline", "online")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "python_docs"
+    tokenizer: str = "byte"
+    val_fraction: float = 0.05
+    max_bytes: int | None = None
+    seed: int = 0  # the batch of step s is a pure function of (seed, s)
+
+    def __post_init__(self):
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={self.val_fraction}: must be strictly between 0 and 1")
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise ConfigError(f"data.max_bytes={self.max_bytes}: must be positive (or null for the whole corpus)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 16
+    lr: float | None = None  # None: the recipe's
+    lr_schedule: str | None = None  # cosine | linear | two_stage; None: the recipe's
+    lr_stage2: float | None = None  # two_stage peak of the second stage; None: the recipe's
+    lr_final_ratio: float = 0.1  # cosine/linear decay to this fraction of the peak
+    warmup_steps: int = 20
+    weight_decay: float | None = None  # None: the recipe's
+    weight_decay_stage2: float | None = None  # None: the recipe's
+    b1: float = 0.9
+    b2: float = 0.95
+    grad_clip: float | None = 1.0  # global-norm clipping; null turns it off
+    seed: int = 0  # parameter initialisation
+    eval_every: int = 50
+    eval_batches: int = 8
+    log_every: int = 10
+    ckpt_every: int = 100
+    keep_checkpoints: int = 2
+    compute_dtype: str = "auto"  # auto: bfloat16 on GPU/TPU, float32 on CPU
+    attention: str = "auto"  # jax.nn.dot_product_attention implementation: auto | xla | cudnn
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "log_every", "ckpt_every",
+                     "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)}: must be a positive integer")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps={self.warmup_steps}: must be >= 0")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr}: must be > 0")
+        if self.lr_schedule is not None and self.lr_schedule not in recipes.SCHEDULES:
+            raise ConfigError(f"train.lr_schedule={self.lr_schedule!r} is not one of {', '.join(recipes.SCHEDULES)}")
+        if not 0.0 <= self.lr_final_ratio <= 1.0:
+            raise ConfigError(f"train.lr_final_ratio={self.lr_final_ratio}: must be in [0, 1]")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"train.grad_clip={self.grad_clip}: must be > 0 (or null for no clipping)")
+        if self.compute_dtype not in DTYPES:
+            raise ConfigError(f"train.compute_dtype={self.compute_dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ConfigError(f"train.attention={self.attention!r} is not one of {', '.join(ATTENTION_IMPLS)}")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    wandb: str = "disabled"  # disabled | offline | online
+    project: str = "bitnet-jax"
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    progress: bool = True  # a progress bar with loss and tokens/s
+
+    def __post_init__(self):
+        if self.wandb not in WANDB_MODES:
+            raise ConfigError(f"tracking.wandb={self.wandb!r} is not one of {', '.join(WANDB_MODES)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    recipe: Recipe = field(default_factory=lambda: recipes.get("bitnet_b158"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["tracking"]["tags"] = list(self.tracking.tags)
+        return out
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "tracking": TrackingConfig}
+
+
+def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """RunConfig from a YAML file (or the defaults when `path` is None) with `section.key=value` overrides."""
+    raw: dict = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', e)}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (recipe, model, data, train, tracking), "
+                              f"got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    return from_dict(raw, where)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set `section.key=value` (or `recipe=name`) in a raw config mapping; the value is parsed as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.steps=30 or recipe=bitnet")
+    try:
+        parsed = yaml.safe_load(value) if value else None
+    except yaml.YAMLError:
+        parsed = value
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part, {}), dict):
+            node[part] = {"name": node[part]} if part == "recipe" else {}
+        node = node.setdefault(part, {})
+    if parts == ["recipe"] and isinstance(raw.get("recipe"), dict):
+        raw["recipe"]["name"] = parsed
+    else:
+        node[parts[-1]] = parsed
+
+
+def from_dict(raw: dict, where: str = "config") -> RunConfig:
+    unknown = set(raw) - {"recipe", *SECTIONS}
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}; "
+                          f"valid: recipe, {', '.join(SECTIONS)}")
+    try:
+        sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in SECTIONS.items()}
+        return RunConfig(recipe=_build_recipe(raw.get("recipe", "bitnet_b158")), **sections)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _build_recipe(value) -> Recipe:
+    if isinstance(value, str):
+        return recipes.get(value)
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError("recipe: expected a recipe name (e.g. bitnet_b158) or a mapping with a 'name' key")
+    changes = {k: v for k, v in value.items() if k != "name"}
+    base = recipes.get(value["name"])
+    hints = typing.get_type_hints(Recipe)
+    return recipes.variant(base.name, **{k: _coerce(v, hints[k], f"recipe.{k}") if k in hints else v
+                                         for k, v in changes.items()})
+
+
+def _build(cls, values, section: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise ConfigError(f"{section}.{sorted(unknown)[0]}: unknown key; valid keys: {', '.join(hints)}")
+    return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+
+
+def _coerce(value, hint, key: str):
+    """`value` checked (and losslessly converted) against a type hint: int, float, str, bool, X | None, tuple[str]."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key) for v in items)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+    raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def dump(cfg: RunConfig, path: str | Path) -> None:
+    """Write the config as YAML (atomically)."""
+    from bitnet_jax.train.outputs import write_atomic
+
+    write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

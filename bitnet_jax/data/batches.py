@@ -1,0 +1,90 @@
+"""Deterministic training batches, the held-out validation tail, and the unigram baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bitnet_jax.data.corpus import load_corpus
+from bitnet_jax.data.tokenizer import get_tokenizer
+from bitnet_jax.errors import DataError
+
+
+# eq=False: numpy arrays have no truth value, so generated __eq__/__hash__ would fail.
+@dataclass(frozen=True, eq=False)
+class TokenData:
+    train: np.ndarray
+    val: np.ndarray
+    vocab_size: int
+    bytes_per_token: float  # corpus bytes / corpus tokens, to turn nats per token into bits per byte
+    source: str
+    sha256: str
+
+
+def build_token_data(
+    source: str = "python_docs",
+    tokenizer: str = "byte",
+    val_fraction: float = 0.05,
+    max_bytes: int | None = None,
+    seq_len: int = 256,
+) -> TokenData:
+    """Tokenize a corpus and split off its last val_fraction of tokens as validation."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}; use e.g. 0.05")
+    tok = get_tokenizer(tokenizer)
+    corpus = load_corpus(source, max_bytes)
+    ids = tok.encode(corpus.text)
+    # Contiguous tail: no training window can overlap the validation text.
+    n_val = int(round(len(ids) * val_fraction))
+    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+    fixes = {
+        "training": "lower data.val_fraction or model.seq_len, or raise data.max_bytes",
+        "validation": "raise data.val_fraction or lower model.seq_len",
+    }
+    for split, arr in (("training", train), ("validation", val)):
+        if len(arr) < seq_len + 1:
+            raise DataError(
+                f"corpus {source!r} has {len(ids)} tokens: too short for seq_len+1 = {seq_len + 1} "
+                f"in the {split} split; {fixes[split]}"
+            )
+    return TokenData(
+        train=train,
+        val=val,
+        vocab_size=tok.vocab_size,
+        bytes_per_token=len(corpus.text) / len(ids),
+        source=source,
+        sha256=corpus.sha256,
+    )
+
+
+def train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_len: int) -> np.ndarray:
+    """(batch_size, seq_len+1) int32 windows at random starts: a pure function of (seed, step)."""
+    max_start = len(tokens) - seq_len - 1
+    if max_start < 0:
+        raise DataError(f"{len(tokens)} training tokens cannot fill a window of seq_len+1 = {seq_len + 1}; lower model.seq_len")
+    # Seeding with [seed, step] makes any step reproducible without replaying the earlier ones.
+    starts = np.random.default_rng([seed, step]).integers(0, max_start, size=batch_size, endpoint=True)
+    return tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
+
+
+def val_batches(tokens: np.ndarray, batch_size: int, seq_len: int, max_batches: int) -> np.ndarray:
+    """(n, batch_size, seq_len+1) int32 windows starting at i*seq_len, so the targets tile the validation text."""
+    n_windows = (len(tokens) - 1) // seq_len
+    n = min(max_batches, n_windows // batch_size)
+    if n < 1:
+        raise DataError(
+            f"validation split has {len(tokens)} tokens: fewer than one batch of {batch_size} windows of "
+            f"seq_len {seq_len}; raise data.val_fraction or lower eval batch size / model.seq_len"
+        )
+    starts = np.arange(n * batch_size) * seq_len
+    windows = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
+    return windows.reshape(n, batch_size, seq_len + 1)
+
+
+def unigram_bits_per_byte(train: np.ndarray, val: np.ndarray, vocab_size: int, bytes_per_token: float) -> float:
+    """Cross-entropy of val under the add-one smoothed unigram of train, in bits per byte: the baseline to beat."""
+    counts = np.bincount(np.asarray(train, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    log2_p = np.log2(counts) - np.log2(counts.sum())
+    bits_per_token = -log2_p[np.asarray(val, dtype=np.int64)].mean()
+    return float(bits_per_token / bytes_per_token)

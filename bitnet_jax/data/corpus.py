@@ -1,0 +1,70 @@
+"""Embedded text corpora that ship with the Python interpreter: no download, no disk cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from bitnet_jax.errors import DataError
+
+SOURCES = ("python_docs", "python_stdlib")
+_SEP = b"\n\n"
+_SKIP_DIRS = {"site-packages", "test", "tests", "idlelib", "__pycache__"}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    text: bytes  # UTF-8
+    sha256: str  # hex digest of text
+    n_documents: int
+
+
+def _python_docs() -> list[bytes]:
+    from pydoc_data.topics import topics
+
+    return [topics[key].encode("utf-8") for key in sorted(topics)]
+
+
+def _stdlib_paths() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    rels = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        rels += [(Path(dirpath) / f).relative_to(root).as_posix() for f in filenames if f.endswith(".py")]
+    # POSIX relative paths sort the same way on every OS.
+    return [root / r for r in sorted(rels)]
+
+
+def _python_stdlib(max_bytes: int | None) -> list[bytes]:
+    docs, size = [], 0
+    for path in _stdlib_paths():
+        if max_bytes is not None and size >= max_bytes:
+            break
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        docs.append(raw)
+        size += len(raw) + len(_SEP)
+    return docs
+
+
+def load_corpus(source: str = "python_docs", max_bytes: int | None = None) -> Corpus:
+    """Load an embedded corpus as UTF-8 bytes, documents joined by a blank line, truncated to max_bytes."""
+    if source not in SOURCES:
+        raise DataError(f"unknown data source {source!r}; set data.source to one of {', '.join(SOURCES)}")
+    if max_bytes is not None and max_bytes <= 0:
+        raise DataError(f"data.max_bytes must be positive, got {max_bytes}; raise it or leave it unset")
+    docs = _python_docs() if source == "python_docs" else _python_stdlib(max_bytes)
+    text = _SEP.join(docs)
+    if max_bytes is not None:
+        text = text[:max_bytes]
+    if not text:
+        raise DataError(f"corpus {source!r} is empty on this interpreter; choose another data.source")
+    return Corpus(name=source, text=text, sha256=hashlib.sha256(text).hexdigest(), n_documents=len(docs))

@@ -1,0 +1,6 @@
+"""Training: optimiser and schedules, the pure step, the loop, checkpoints and run outputs."""
+
+from bitnet_jax.train.loop import RunResult, run
+from bitnet_jax.train.optim import Hyperparams, lr_schedule, make_optimizer, wd_schedule
+
+__all__ = ["RunResult", "run", "Hyperparams", "lr_schedule", "make_optimizer", "wd_schedule"]

@@ -1,0 +1,103 @@
+"""`bitnet-jax bench`: time the full jitted train step (forward, backward, AdamW) per recipe at one shape.
+
+Random tokens, so it measures the device, not the data. Step time is the median over `steps` synchronised steps
+after compilation and `warmup` untimed steps; MFU = tokens/s x FLOPs per token / peak, with FLOPs per token =
+6 N_matmul + 12 L d T (`model.flops_per_token`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bitnet_jax import config as config_lib, recipes
+from bitnet_jax.config import TrainConfig
+from bitnet_jax.errors import ConfigError
+from bitnet_jax.model import ModelConfig, Transformer, flops_per_token, param_counts
+from bitnet_jax.train.loop import attention_impl, compute_dtype
+from bitnet_jax.train.optim import Hyperparams, make_optimizer
+from bitnet_jax.train.step import make_train_step
+
+PRESETS = {
+    # LLaMA-shaped ~125M (REFERENCE.md's PyTorch peer: d 768, 12 layers, SwiGLU 2048, vocab 32000 tied)
+    "125m": ModelConfig(vocab_size=32000, d_model=768, n_layers=12, n_heads=12, d_ff=2048, seq_len=1024),
+    "tiny": ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, d_ff=160, seq_len=64),
+}
+
+
+def run(preset: str = "125m", recipe_names: list[str] | None = None, *,
+        batch_size: int = 16, seq_len: int | None = None, steps: int = 20, warmup: int = 3, attention: str = "auto",
+        compute_dtype: str = "auto", overrides: list[str] = (), peak_tflops: float = 989.0) -> list[dict]:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown bench preset {preset!r}; available: {', '.join(PRESETS)}")
+    names = recipe_names or ["fp16", "bitnet_b158"]
+    raw = {"model": dataclasses.asdict(PRESETS[preset])}
+    if seq_len:
+        raw["model"]["seq_len"] = seq_len
+    for item in overrides:
+        config_lib.apply_override(raw, item)
+    model_cfg = config_lib.from_dict(raw, "bench").model
+    train_cfg = TrainConfig(attention=attention, compute_dtype=compute_dtype)
+    rows = []
+    for name in names:
+        rows.append(_time_recipe(model_cfg, recipes.get(name), train_cfg, batch_size, steps, warmup, peak_tflops))
+    base = next((r for r in rows if r["recipe"] == "fp16"), None)
+    for r in rows:
+        r["step_ratio_vs_fp16"] = r["step_ms"] / base["step_ms"] if base else None
+    return rows
+
+
+def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch_size, steps, warmup, peak_tflops) -> dict:
+    dtype = compute_dtype(train_cfg.compute_dtype)
+    model = Transformer(cfg, recipe, rngs=nnx.Rngs(0), dtype=dtype, attention_impl=attention_impl(train_cfg.attention))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = make_optimizer(Hyperparams.resolve(dataclasses.replace(train_cfg, steps=10_000), recipe))
+    state = {"params": params, "opt": tx.init(params)}
+    step = make_train_step(graphdef, rest, tx)
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch_size, cfg.seq_len + 1), dtype=np.int32)
+    batch = jnp.asarray(tokens)
+    t0 = time.perf_counter()
+    state, m = step(state, batch)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        state, m = step(state, batch)
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, m = step(state, batch)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+    tps = batch_size * cfg.seq_len / step_s
+    fpt = flops_per_token(cfg, recipe)
+    counts = param_counts(cfg, recipe)
+    return {"recipe": recipe.name, "layout": cfg.resolve(recipe).layout, "n_params": counts["total"],
+            "n_params_matmul": counts["matmul"], "batch": batch_size, "seq_len": cfg.seq_len,
+            "dtype": jnp.dtype(dtype).name, "attention": train_cfg.attention, "device": jax.devices()[0].device_kind,
+            "compile_s": compile_s, "step_ms": step_s * 1e3, "step_ms_min": min(times) * 1e3,
+            "tokens_per_sec": tps, "mfu": tps * fpt / (peak_tflops * 1e12), "loss": float(m["loss"])}
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'recipe':<20}{'layout':<10}{'params':>10}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}{'vs fp16':>9}"
+    lines = [f"device: {rows[0]['device']}  batch {rows[0]['batch']} x seq {rows[0]['seq_len']}  "
+             f"dtype {rows[0]['dtype']}  attention {rows[0]['attention']}", head]
+    for r in rows:
+        ratio = "-" if r["step_ratio_vs_fp16"] is None else f"{r['step_ratio_vs_fp16']:.3f}"
+        lines.append(f"{r['recipe']:<20}{r['layout']:<10}{r['n_params'] / 1e6:>9.1f}M{r['step_ms']:>10.2f}"
+                     f"{r['tokens_per_sec']:>12,.0f}{r['mfu'] * 100:>7.1f}%{ratio:>9}")
+    return "\n".join(lines)
+
+
+def save(rows: list[dict], path: str) -> None:
+    Path(path).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")

@@ -1,0 +1,221 @@
+"""One training run: data, model, optimiser, the jitted step, evaluation, checkpoints and run outputs.
+
+OUT/config.yaml, OUT/metrics.jsonl, OUT/summary.json and OUT/ckpt/ are the whole record of a run; a run killed at any
+moment continues with `resume=True` and ends with exactly the losses of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+from flax import nnx
+from tqdm.auto import tqdm
+
+from bitnet_jax import config as config_lib
+from bitnet_jax.config import RunConfig
+from bitnet_jax.data import build_token_data, train_batch, unigram_bits_per_byte, val_batches
+from bitnet_jax.errors import CheckpointError, ConfigError
+from bitnet_jax.model import Transformer, flops_per_token, param_counts
+from bitnet_jax.train.checkpoint import Checkpoints
+from bitnet_jax.train.optim import Hyperparams, make_optimizer
+from bitnet_jax.train.outputs import MetricsWriter, read_json, write_json
+from bitnet_jax.train.step import make_eval_step, make_train_step
+from bitnet_jax.train.tracking import make_tracker
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    summary: dict
+
+    @property
+    def status(self) -> str:
+        return self.summary["status"]
+
+
+def compute_dtype(name: str):
+    if name == "auto":
+        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    return jnp.dtype(name)
+
+
+def attention_impl(name: str) -> str | None:
+    return None if name == "auto" else name
+
+
+def build_model(cfg: RunConfig) -> Transformer:
+    return Transformer(cfg.model, cfg.recipe, rngs=nnx.Rngs(cfg.train.seed), dtype=compute_dtype(cfg.train.compute_dtype),
+                       attention_impl=attention_impl(cfg.train.attention))
+
+
+def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> RunResult:
+    """Train one model as `cfg` says, writing everything under `out_dir`."""
+    out = Path(out_dir)
+    summary_path, config_path = out / "summary.json", out / "config.yaml"
+    previous = read_json(summary_path)
+    ckpts = Checkpoints(out / "ckpt", keep=cfg.train.keep_checkpoints)
+    latest = ckpts.latest_step()
+    if not resume and (latest is not None or previous is not None):
+        ckpts.close()
+        raise CheckpointError(f"{out} already holds a run (step {latest or 0}); pass --resume to continue it "
+                              f"or choose another --out")
+    if resume and config_path.exists():
+        _check_same_model(cfg, config_path)
+    if resume and previous is not None and previous.get("status") == "finished" and latest == cfg.train.steps:
+        ckpts.close()
+        return RunResult(out, previous)
+
+    data = build_token_data(cfg.data.source, cfg.data.tokenizer, cfg.data.val_fraction, cfg.data.max_bytes,
+                            seq_len=cfg.model.seq_len)
+    if cfg.model.vocab_size < data.vocab_size:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer} "
+                          f"tokenizer's vocabulary ({data.vocab_size}); set model.vocab_size={data.vocab_size}")
+    model = build_model(cfg)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    hp = Hyperparams.resolve(cfg.train, cfg.recipe)
+    tx = make_optimizer(hp)
+    state = {"params": params, "opt": tx.init(params)}
+    start, wandb_id = 0, None
+    if resume and latest is not None:
+        state, meta = ckpts.restore(latest, state)
+        start, wandb_id = latest, meta.get("wandb_id")
+
+    counts = param_counts(cfg.model, cfg.recipe)
+    tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+    summary = {
+        "status": "running", "recipe": cfg.recipe.name, "layout": cfg.model.resolve(cfg.recipe).layout,
+        "n_params": counts["total"], "n_params_non_embedding": counts["non_embedding"],
+        "n_params_matmul": counts["matmul"], "step": start, "steps": cfg.train.steps,
+        "tokens": start * tokens_per_step,
+        "flops": flops_per_token(cfg.model, cfg.recipe) * start * tokens_per_step,
+        "flops_per_token": flops_per_token(cfg.model, cfg.recipe),
+        "data_source": data.source, "data_sha256": data.sha256, "bytes_per_token": data.bytes_per_token,
+        "unigram_bits_per_byte": unigram_bits_per_byte(data.train, data.val, data.vocab_size, data.bytes_per_token),
+        "hyperparams": dataclasses.asdict(hp), "device": jax.devices()[0].device_kind,
+        "compute_dtype": jnp.dtype(compute_dtype(cfg.train.compute_dtype)).name,
+        "final_train_loss": None, "final_val_loss": None, "val_bits_per_byte": None,
+        "tokens_per_sec": None, "wall_s": (previous or {}).get("wall_s", 0.0) if resume else 0.0,
+    }
+    config_lib.dump(cfg, config_path)
+    write_json(summary_path, summary)
+    tracker = make_tracker(cfg, out, wandb_id)
+    metrics = MetricsWriter(out / "metrics.jsonl", keep_through_step=start if resume else -1)
+    trainer = _Trainer(cfg, data, graphdef, rest, tx, ckpts, metrics, tracker, summary, summary_path)
+    try:
+        trainer.train(state, start)
+    except BaseException as e:
+        summary["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise
+    finally:
+        metrics.close()
+        ckpts.close()
+        write_json(summary_path, summary)
+        if tracker is not None:
+            tracker.finish(summary)
+    return RunResult(out, summary)
+
+
+def _check_same_model(cfg: RunConfig, config_path: Path) -> None:
+    """A resumed run must keep the model shape and recipe its checkpoint was trained with."""
+    try:
+        saved = config_lib.from_dict(yaml.safe_load(config_path.read_text()), str(config_path))
+    except (ConfigError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{config_path}: cannot read the run's saved config ({e})") from None
+    for section, old, new in (("model", saved.model.resolve(saved.recipe), cfg.model.resolve(cfg.recipe)),
+                              ("recipe", saved.recipe, cfg.recipe)):
+        for f in dataclasses.fields(old):
+            a, b = getattr(old, f.name), getattr(new, f.name)
+            if a != b:
+                raise CheckpointError(f"cannot resume {config_path.parent}: its checkpoint has {section}.{f.name}={a}, "
+                                      f"the config asks for {b}; resume with the same {section} or choose another --out")
+
+
+class _Trainer:
+    """The step loop. Metrics are fetched one step late so the host never stalls the device."""
+
+    def __init__(self, cfg, data, graphdef, rest, tx, ckpts, metrics, tracker, summary, summary_path):
+        self.cfg, self.data, self.ckpts, self.metrics, self.tracker = cfg, data, ckpts, metrics, tracker
+        self.summary, self.summary_path = summary, summary_path
+        self.step_fn = make_train_step(graphdef, rest, tx)
+        self.eval_fn = make_eval_step(graphdef, rest)
+        t = cfg.train
+        self.val = jnp.asarray(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
+        self.tokens_per_step = t.batch_size * cfg.model.seq_len
+
+    def batch(self, step: int) -> jax.Array:
+        return jnp.asarray(train_batch(self.data.train, self.cfg.data.seed, step, self.cfg.train.batch_size,
+                                       self.cfg.model.seq_len))
+
+    def train(self, state, start: int) -> None:
+        t = self.cfg.train
+        bar = tqdm(total=t.steps, initial=start, unit="step", disable=not self.cfg.tracking.progress,
+                   desc=self.cfg.recipe.name, dynamic_ncols=True)
+        self.wall0, self.timed_from, self.timed_steps = time.perf_counter(), None, 0
+        self.wall_before = self.summary["wall_s"]
+        pending = None
+        try:
+            for step in range(start, t.steps):
+                state, m = self.step_fn(state, self.batch(step))
+                if pending is not None and not self.record(*pending, bar):
+                    return
+                pending = (step + 1, m)
+                done = step + 1
+                if done % t.ckpt_every == 0 or done % t.eval_every == 0 or done == t.steps:
+                    if not self.record(*pending, bar):  # only a state known to be finite is saved or evaluated
+                        return
+                    pending = None
+                    if done % t.eval_every == 0 or done == t.steps:
+                        self.evaluate(state, done)
+                    if done % t.ckpt_every == 0 or done == t.steps:
+                        self.ckpts.save(done, state, {"step": done, "wandb_id": getattr(self.tracker, "run_id", None)})
+            self.summary["status"] = "finished"
+        finally:
+            bar.close()
+            self.summary["wall_s"] = self.wall_before + time.perf_counter() - self.wall0
+
+    def record(self, step: int, m: dict, bar) -> bool:
+        """Fetch step `step`'s metrics; False (and status diverged) if the loss or gradient is not finite."""
+        m = {k: float(v) for k, v in jax.device_get(m).items()}
+        now = time.perf_counter()
+        if self.timed_from is None:  # the first step includes compilation: time from its end
+            self.timed_from = now
+        else:
+            self.timed_steps += 1
+        tps = self.timed_steps * self.tokens_per_step / (now - self.timed_from) if self.timed_steps else None
+        s = self.summary
+        s.update(step=step, tokens=step * self.tokens_per_step, flops=s["flops_per_token"] * step * self.tokens_per_step,
+                 final_train_loss=m["loss"], tokens_per_sec=tps)
+        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+            s["status"] = "diverged"
+            s["error"] = f"non-finite loss {m['loss']} or gradient norm {m['grad_norm']} at step {step}"
+            self.log({"step": step, **m})
+            bar.write(f"run diverged at step {step}: {s['error']}; the last good checkpoint is kept "
+                      f"(step {self.ckpts.latest_step()})")
+            return False
+        bar.update(step - bar.n)
+        if step % self.cfg.train.log_every == 0 or step == self.cfg.train.steps:
+            self.log({"step": step, **m, "tokens": s["tokens"], "tokens_per_sec": tps})
+            bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{tps or 0:,.0f}")
+        return True
+
+    def evaluate(self, state, step: int) -> None:
+        val_loss = float(self.eval_fn(state["params"], self.val))
+        bpb = val_loss / math.log(2) / self.data.bytes_per_token
+        self.summary.update(final_val_loss=val_loss, val_bits_per_byte=bpb,
+                            wall_s=self.wall_before + time.perf_counter() - self.wall0)
+        self.log({"step": step, "val_loss": val_loss, "val_bits_per_byte": bpb})
+        write_json(self.summary_path, self.summary)
+
+    def log(self, row: dict) -> None:
+        self.metrics.write(row)
+        if self.tracker is not None:
+            self.tracker.log(row)

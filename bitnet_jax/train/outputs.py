@@ -1,0 +1,80 @@
+"""Run outputs: atomic file writes, metrics.jsonl (one JSON object per logged step) and summary.json.
+
+Every write goes to a temporary file that is renamed into place, so a killed process never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value):
+    """JSON has no NaN/Inf: write them as null so every line stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, obj: dict) -> None:
+    write_atomic(path, json.dumps({k: _clean(v) for k, v in obj.items()}, indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Every complete line of a metrics.jsonl (a torn last line from a killed writer is skipped)."""
+    rows = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to metrics.jsonl, flushed at once so other processes can follow it."""
+
+    def __init__(self, path: str | Path, keep_through_step: int | None = None):
+        self.path = Path(path)
+        if keep_through_step is not None:  # a resumed run: drop rows past the restored step, they will be redone
+            rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_through_step]
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        self._file = open(self.path, "a")
+
+    def write(self, row: dict) -> None:
+        self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
