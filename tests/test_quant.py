@@ -139,10 +139,9 @@ def group_axis_cases(shape):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_weight_values(fn, ref, shape):
     for groups, axis in group_axis_cases(shape):
-        f = jitted(fn, groups=groups, axis=axis)
         for i, scale in enumerate(SCALES):
             w = rand(shape, scale, seed=i)
-            y = f(w)
+            y = fn(w, groups=groups, axis=axis)
             assert y.shape == w.shape and y.dtype == jnp.float32
             assert_matches(y, ref(w.astype(np.float64), groups=groups, axis=axis), w)
 
@@ -152,10 +151,9 @@ def test_weight_values(fn, ref, shape):
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_act_absmax_values(shape, per_token, bits):
     for groups in (1, divisor(shape[-1])):
-        f = jitted(quant.act_absmax, bits=bits, per_token=per_token, groups=groups)
         for i, scale in enumerate(SCALES):
             x = rand(shape, scale, seed=i)
-            y = f(x)
+            y = quant.act_absmax(x, bits, per_token, groups=groups)
             assert y.shape == x.shape
             assert_matches(y, ref_act_absmax(x.astype(np.float64), bits, per_token, groups), x)
 
@@ -164,10 +162,9 @@ def test_act_absmax_values(shape, per_token, bits):
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_act_absmean_values(shape, bits):
     for groups in (1, divisor(shape[-1])):
-        f = jitted(quant.act_absmean, bits=bits, groups=groups)
         for i, scale in enumerate(SCALES):
             x = rand(shape, scale, seed=i)
-            y = f(x)
+            y = quant.act_absmean(x, bits, groups=groups)
             assert y.shape == x.shape
             assert_matches(y, ref_act_absmean(x.astype(np.float64), bits, groups), x)
 
@@ -177,10 +174,9 @@ def test_act_absmean_values(shape, bits):
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_act_zero_point_values(shape, per_token, bits):
     for groups in (1, divisor(shape[-1])):
-        f = jitted(quant.act_zero_point, bits=bits, per_token=per_token, groups=groups)
         for i, scale in enumerate(SCALES):
             for x in (np.abs(rand(shape, scale, seed=i)), rand(shape, scale, seed=i)):  # non-negative, signed
-                y = f(x)
+                y = quant.act_zero_point(x, bits, per_token, groups=groups)
                 assert y.shape == x.shape
                 assert_matches(y, ref_act_zero_point(x.astype(np.float64), bits, per_token, groups), x)
 
@@ -191,10 +187,10 @@ def test_act_zero_point_values(shape, per_token, bits):
 @pytest.mark.parametrize("groups,axis", [(1, -1), (4, -1), (2, 0)])
 def test_ternary_codes(groups, axis):
     w = rand((16, 32), 0.02)
-    codes, scale = jitted(quant.ternary_codes, groups=groups, axis=axis)(w)
+    codes, scale = quant.ternary_codes(w, groups=groups, axis=axis)
     assert codes.dtype == jnp.int8 and scale.dtype == jnp.float32 and scale.ndim == w.ndim
     assert set(np.unique(codes)) <= {-1, 0, 1}
-    np.testing.assert_array_equal(codes * scale, jitted(quant.ternary_absmean, groups=groups, axis=axis)(w))
+    np.testing.assert_array_equal(codes * scale, quant.ternary_absmean(w, groups=groups, axis=axis))
 
 
 def test_ternary_codes_zero_fraction_on_gaussian():
@@ -205,21 +201,21 @@ def test_ternary_codes_zero_fraction_on_gaussian():
 @pytest.mark.parametrize("groups,axis", [(1, -1), (4, -1), (2, 0)])
 def test_binary_codes(groups, axis):
     w = rand((16, 32), 0.02) + 0.01
-    codes, scale = jitted(quant.binary_codes, groups=groups, axis=axis)(w)
+    codes, scale = quant.binary_codes(w, groups=groups, axis=axis)
     assert codes.dtype == jnp.int8 and scale.dtype == jnp.float32
     assert set(np.unique(codes)) == {-1, 1}
-    np.testing.assert_array_equal(codes * scale, jitted(quant.binary_sign, groups=groups, axis=axis)(w))
+    np.testing.assert_array_equal(codes * scale, quant.binary_sign(w, groups=groups, axis=axis))
 
 
 @pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize("per_token", [True, False])
 def test_act_absmax_codes(bits, per_token):
     x = rand((3, 5, 64), 3.0)
-    codes, scale = jitted(quant.act_absmax_codes, bits=bits, per_token=per_token)(x)
+    codes, scale = quant.act_absmax_codes(x, bits, per_token)
     assert codes.dtype == jnp.int8 and scale.dtype == jnp.float32
     assert scale.shape == ((3, 5, 1) if per_token else (1, 1, 1))
     assert -(2 ** (bits - 1)) <= int(codes.min()) and int(codes.max()) <= 2 ** (bits - 1) - 1
-    np.testing.assert_array_equal(codes * scale, jitted(quant.act_absmax, bits=bits, per_token=per_token)(x))
+    np.testing.assert_array_equal(codes * scale, quant.act_absmax(x, bits, per_token))
 
 
 @pytest.mark.parametrize("fn", [quant.binary_sign, lambda w: quant.binary_codes(w)[0]], ids=["sign", "codes"])
@@ -294,36 +290,35 @@ ALL = {
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("ste", quant.STE_KINDS)
-def test_bf16(name, ste):
-    fn = jitted(ALL[name], ste=ste)
-    x = jnp.asarray(rand((8, 32), 0.5), jnp.bfloat16)
+def test_bf16(name):
+    fn = jitted(ALL[name], ste="clipped")
+    x = jnp.asarray(rand((16, 32), 0.5), jnp.bfloat16)
     y = fn(x)
     assert y.dtype == jnp.bfloat16
     want = fn(x.astype(jnp.float32)).astype(jnp.bfloat16)
     np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(want, np.float32), rtol=2**-8, atol=0)
-    g = jax.jit(jax.grad(lambda a: jnp.sum(fn(a).astype(jnp.float32))))(x)
-    assert g.dtype == jnp.bfloat16
+    for ste in quant.STE_KINDS:
+        g = jax.jit(jax.grad(lambda a: jnp.sum(ALL[name](a, ste=ste).astype(jnp.float32))))(x)
+        assert g.dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_jit_and_vmap_match_eager(name):
     fn = functools.partial(ALL[name], ste="clipped")
-    xs = rand((3, 8, 32), 2.0)
+    xs = rand((3, 16, 32), 2.0)
     eager = np.stack([np.asarray(fn(x)) for x in xs])
     tol = dict(rtol=1e-6, atol=1e-6 * np.abs(xs).max())  # XLA may fuse zero-point's codes/s + eta differently
     np.testing.assert_allclose(jax.jit(fn)(xs[0]), eager[0], **tol)
-    np.testing.assert_allclose(jax.vmap(fn)(xs), eager, **tol)
     np.testing.assert_allclose(jax.jit(jax.vmap(fn))(xs), eager, **tol)
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("ste", quant.STE_KINDS)
-def test_zero_input_is_finite(name, ste):
-    fn = jitted(ALL[name], ste=ste)
-    x = jnp.zeros((4, 16), jnp.float32)
-    y, g = fn(x), jax.jit(jax.grad(lambda a: jnp.sum(fn(a))))(x)
-    assert np.all(np.asarray(y) == 0) and np.all(np.isfinite(np.asarray(g)))
+def test_zero_input_is_finite(name):
+    x = jnp.zeros((16, 32), jnp.float32)
+    assert np.all(np.asarray(ALL[name](x)) == 0)
+    for ste in quant.STE_KINDS:
+        g = jax.jit(jax.grad(lambda a: jnp.sum(ALL[name](a, ste=ste))))(x)
+        assert np.all(np.isfinite(np.asarray(g)))
 
 
 @pytest.mark.parametrize(

@@ -130,8 +130,8 @@ def _check_same_model(cfg: RunConfig, config_path: Path) -> None:
         saved = config_lib.from_dict(yaml.safe_load(config_path.read_text()), str(config_path))
     except (ConfigError, yaml.YAMLError) as e:
         raise CheckpointError(f"{config_path}: cannot read the run's saved config ({e})") from None
-    for section, old, new in (("model", saved.model.resolve(saved.recipe), cfg.model.resolve(cfg.recipe)),
-                              ("recipe", saved.recipe, cfg.recipe)):
+    for section, old, new in (("recipe", saved.recipe, cfg.recipe),
+                              ("model", saved.model.resolve(saved.recipe), cfg.model.resolve(cfg.recipe))):
         for f in dataclasses.fields(old):
             a, b = getattr(old, f.name), getattr(new, f.name)
             if a != b:

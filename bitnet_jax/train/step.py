@@ -26,7 +26,7 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation) -> Callabl
         loss, grads = jax.value_and_grad(next_token_loss, argnums=1)(graphdef, state["params"], rest, batch)
         updates, opt = tx.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **current_hyperparams(opt)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **current_hyperparams(opt)}
         return {"params": params, "opt": opt}, metrics
 
     return jax.jit(step, donate_argnums=0)

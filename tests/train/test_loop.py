@@ -1,0 +1,116 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitnet_jax import config, train
+from bitnet_jax.errors import CheckpointError
+from bitnet_jax.model import flops_per_token, param_counts
+from bitnet_jax.train.outputs import read_metrics
+
+
+def losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "loss" in r}
+
+
+def snapshot(run_dir) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in Path(run_dir).iterdir() if p.is_file()}
+
+
+def test_tiny_run_writes_the_record(tmp_path, tiny):
+    cfg = config.load(None, tiny + ["recipe=bitnet_b158", "train.steps=30", "train.eval_every=15"])
+    result = train.run(cfg, tmp_path / "run")
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s == result.summary and s["status"] == "finished" and s["recipe"] == "bitnet_b158"
+    counts = param_counts(cfg.model, cfg.recipe)
+    assert (s["n_params"], s["n_params_non_embedding"]) == (counts["total"], counts["non_embedding"])
+    tokens = 30 * 4 * 32
+    assert s["tokens"] == tokens and s["flops"] == pytest.approx(flops_per_token(cfg.model, cfg.recipe) * tokens)
+    for key in ("final_train_loss", "final_val_loss", "val_bits_per_byte", "tokens_per_sec", "wall_s"):
+        assert s[key] is not None and s[key] > 0, key
+    # byte tokenizer: bits per byte is the loss in bits
+    assert s["val_bits_per_byte"] == pytest.approx(s["final_val_loss"] / math.log(2))
+    assert s["val_bits_per_byte"] < 6.5  # a uniform byte model scores 8 bits; 30 tiny steps reach ~5.5
+    assert 4.0 < s["unigram_bits_per_byte"] < 6.0
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 31))
+    assert [r["step"] for r in rows if "val_loss" in r] == [15, 30]
+    first, last = rows[0]["loss"], s["final_train_loss"]
+    assert last < first - 1.0  # it learns: from ~ln(256) = 5.5 nats towards the byte entropy
+    assert config.load(tmp_path / "run" / "config.yaml") == cfg
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "ckpt").iterdir() if p.name.isdigit()) == [24, 30]
+
+
+def cli(args, **kw):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bitnet_jax.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_killed_run_resumes_to_identical_losses(tmp_path, tiny):
+    args = ["train", *tiny, "recipe=bitnet_b158", "train.steps=40", "train.ckpt_every=10", "train.eval_every=20"]
+    whole = cli([*args, "--out", str(tmp_path / "whole")])
+    killed = cli([*args, "--out", str(tmp_path / "killed")])
+    deadline = time.time() + 120
+    while max(losses(tmp_path / "killed"), default=0) < 25:  # past two checkpoints, mid-way to the third
+        assert killed.poll() is None and time.time() < deadline, killed.communicate()
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert whole.wait() == 0, whole.communicate()
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["status"] == "running" and summary["step"] < 40
+    resumed = cli(["train", "--out", str(tmp_path / "killed"), "--resume"])
+    assert resumed.wait() == 0, resumed.communicate()
+    a, b = losses(tmp_path / "whole"), losses(tmp_path / "killed")
+    assert list(a) == list(range(1, 41)) and list(b) == list(range(1, 41))
+    assert a == b  # bit for bit
+    sa = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert sb["status"] == "finished" and sa["final_val_loss"] == sb["final_val_loss"]
+
+
+def test_nan_loss_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path, tiny):
+    # a learning rate of 1e30 blows the weights up in the first update; step 1 itself is finite and checkpointed
+    cfg = config.load(None, tiny + ["recipe=fp16", "train.lr=1e30", "train.warmup_steps=0", "train.steps=40",
+                                    "train.ckpt_every=1"])
+    result = train.run(cfg, tmp_path / "run")
+    s = result.summary
+    assert s["status"] == "diverged" and "non-finite" in s["error"]
+    steps = sorted(int(p.name) for p in (tmp_path / "run" / "ckpt").iterdir() if p.name.isdigit())
+    assert steps and max(steps) < s["step"]
+    last = losses(tmp_path / "run")
+    assert all(np.isfinite(v) for k, v in last.items() if k <= max(steps))
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_resume_guards(tmp_path, tiny):
+    run_dir = tmp_path / "run"
+    train.run(config.load(None, tiny), run_dir)
+    before = snapshot(run_dir)
+    with pytest.raises(CheckpointError, match="--resume"):  # an existing run is never overwritten
+        train.run(config.load(None, tiny), run_dir)
+    with pytest.raises(CheckpointError, match="model.d_model=32"):
+        train.run(config.load(None, tiny + ["model.d_model=64"]), run_dir, resume=True)
+    with pytest.raises(CheckpointError, match="recipe"):
+        train.run(config.load(None, tiny + ["recipe=fp16"]), run_dir, resume=True)
+    assert snapshot(run_dir) == before  # nothing already written is lost
+    again = train.run(config.load(None, tiny), run_dir, resume=True)  # a finished run stays finished
+    assert again.status == "finished" and snapshot(run_dir) == before
+
+
+def test_wandb_offline_logs_the_run(tmp_path, tiny):
+    pytest.importorskip("wandb")
+    cfg = config.load(None, tiny + ["train.steps=4", "train.eval_every=4", "tracking.wandb=offline",
+                                    "tracking.project=test"])
+    result = train.run(cfg, tmp_path / "run")
+    assert result.status == "finished"
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
