@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="125m", help="model shape: 125m (d768 L12 vocab 32000) or tiny")
     b.add_argument("--recipes", default="fp16,bitnet_b158", help="comma-separated recipe names")
     b.add_argument("--batch", type=int, default=16, help="sequences per step")
-    b.add_argument("--seq", type=int, default=1024, help="sequence length")
+    b.add_argument("--seq", type=int, help="sequence length (default: the preset's, 1024 for 125m)")
     b.add_argument("--steps", type=int, default=20, help="timed steps per recipe")
     b.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
     b.add_argument("--attention", default="auto", help="auto | xla | cudnn")

@@ -57,7 +57,8 @@ def run(preset: str = "125m", recipe_names: list[str] | None = None, *,
 
 def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch_size, steps, warmup, peak_tflops) -> dict:
     dtype = compute_dtype(train_cfg.compute_dtype)
-    model = Transformer(cfg, recipe, rngs=nnx.Rngs(0), dtype=dtype, attention_impl=attention_impl(train_cfg.attention))
+    attention = attention_impl(train_cfg.attention, dtype)
+    model = Transformer(cfg, recipe, rngs=nnx.Rngs(0), dtype=dtype, attention_impl=attention)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(Hyperparams.resolve(dataclasses.replace(train_cfg, steps=10_000), recipe))
     state = {"params": params, "opt": tx.init(params)}
@@ -83,7 +84,7 @@ def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch_size, s
     counts = param_counts(cfg, recipe)
     return {"recipe": recipe.name, "layout": cfg.resolve(recipe).layout, "n_params": counts["total"],
             "n_params_matmul": counts["matmul"], "batch": batch_size, "seq_len": cfg.seq_len,
-            "dtype": jnp.dtype(dtype).name, "attention": train_cfg.attention, "device": jax.devices()[0].device_kind,
+            "dtype": jnp.dtype(dtype).name, "attention": attention, "device": jax.devices()[0].device_kind,
             "compile_s": compile_s, "step_ms": step_s * 1e3, "step_ms_min": min(times) * 1e3,
             "tokens_per_sec": tps, "mfu": tps * fpt / (peak_tflops * 1e12), "loss": float(m["loss"])}
 
