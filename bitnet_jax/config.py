@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from bitnet_jax import recipes
-from bitnet_jax.errors import ConfigError
+from bitnet_jax.data.synthetic import MarkovSpec
+from bitnet_jax.errors import ConfigError, DataError
 from bitnet_jax.model import ModelConfig
 from bitnet_jax.recipes import Recipe
 
@@ -31,12 +32,27 @@ class DataConfig:
     val_fraction: float = 0.05
     max_bytes: int | None = None
     seed: int = 0  # the batch of step s is a pure function of (seed, s)
+    # source: markov -- a random order-k Markov chain whose entropy rate is known exactly
+    markov_vocab: int = 16
+    markov_order: int = 2
+    markov_concentration: float = 0.5
+    markov_tokens: int = 2_000_000
+    markov_seed: int = 0
+
+    def markov(self) -> MarkovSpec:
+        return MarkovSpec(self.markov_vocab, self.markov_order, self.markov_concentration, self.markov_tokens,
+                          self.markov_seed)
 
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction}: must be strictly between 0 and 1")
         if self.max_bytes is not None and self.max_bytes < 1:
             raise ConfigError(f"data.max_bytes={self.max_bytes}: must be positive (or null for the whole corpus)")
+        if self.source == "markov":
+            try:
+                self.markov()
+            except DataError as e:
+                raise ConfigError(f"data.{e}") from None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitnet_jax.data.corpus import load_corpus
+from bitnet_jax.data import synthetic
+from bitnet_jax.data.corpus import SOURCES, load_corpus
 from bitnet_jax.data.tokenizer import get_tokenizer
 from bitnet_jax.errors import DataError
 
@@ -20,6 +21,7 @@ class TokenData:
     bytes_per_token: float  # corpus bytes / corpus tokens, to turn nats per token into bits per byte
     source: str
     sha256: str
+    entropy_floor: float | None = None  # synthetic sources: the lowest reachable mean loss (nats/token) on windows
 
 
 def build_token_data(
@@ -28,13 +30,25 @@ def build_token_data(
     val_fraction: float = 0.05,
     max_bytes: int | None = None,
     seq_len: int = 256,
+    markov: synthetic.MarkovSpec | None = None,
 ) -> TokenData:
-    """Tokenize a corpus and split off its last val_fraction of tokens as validation."""
+    """Tokenize a corpus (or draw the synthetic Markov source) and split off its last val_fraction as validation."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}; use e.g. 0.05")
+    if source == "markov":
+        return _split(synthetic.sample(markov), val_fraction, seq_len, source, vocab_size=markov.vocab,
+                      bytes_per_token=1.0, sha256=synthetic.digest(markov),
+                      entropy_floor=synthetic.window_floor(markov, seq_len))
+    if source not in SOURCES:
+        raise DataError(f"unknown data source {source!r}; available: {', '.join(SOURCES)}, markov")
     tok = get_tokenizer(tokenizer)
     corpus = load_corpus(source, max_bytes)
     ids = tok.encode(corpus.text)
+    return _split(ids, val_fraction, seq_len, source, vocab_size=tok.vocab_size,
+                  bytes_per_token=len(corpus.text) / len(ids), sha256=corpus.sha256)
+
+
+def _split(ids: np.ndarray, val_fraction: float, seq_len: int, source: str, **fields) -> TokenData:
     # Contiguous tail: no training window can overlap the validation text.
     n_val = int(round(len(ids) * val_fraction))
     train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
@@ -48,14 +62,7 @@ def build_token_data(
                 f"corpus {source!r} has {len(ids)} tokens: too short for seq_len+1 = {seq_len + 1} "
                 f"in the {split} split; {fixes[split]}"
             )
-    return TokenData(
-        train=train,
-        val=val,
-        vocab_size=tok.vocab_size,
-        bytes_per_token=len(corpus.text) / len(ids),
-        source=source,
-        sha256=corpus.sha256,
-    )
+    return TokenData(train=train, val=val, source=source, **fields)
 
 
 def train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_len: int) -> np.ndarray:

@@ -79,7 +79,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> RunResu
         return RunResult(out, previous)
 
     data = build_token_data(cfg.data.source, cfg.data.tokenizer, cfg.data.val_fraction, cfg.data.max_bytes,
-                            seq_len=cfg.model.seq_len)
+                            seq_len=cfg.model.seq_len, markov=cfg.data.markov())
     if cfg.model.vocab_size < data.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer} "
                           f"tokenizer's vocabulary ({data.vocab_size}); set model.vocab_size={data.vocab_size}")
@@ -103,6 +103,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> RunResu
         "flops": flops_per_token(cfg.model, cfg.recipe) * start * tokens_per_step,
         "flops_per_token": flops_per_token(cfg.model, cfg.recipe),
         "data_source": data.source, "data_sha256": data.sha256, "bytes_per_token": data.bytes_per_token,
+        "data_entropy_floor": data.entropy_floor,
         "unigram_bits_per_byte": unigram_bits_per_byte(data.train, data.val, data.vocab_size, data.bytes_per_token),
         "hyperparams": dataclasses.asdict(hp), "device": jax.devices()[0].device_kind,
         "compute_dtype": jnp.dtype(compute_dtype(cfg.train.compute_dtype)).name,
