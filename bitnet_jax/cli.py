@@ -1,4 +1,4 @@
-"""The `bitnet-jax` command: train | bench. Bad input ends with one line on stderr and exit code 2."""
+"""The `bitnet-jax` command: train | sweep | results | fit | report | bench. Bad input ends with one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ examples:
   bitnet-jax train                                   # small bitnet_b158 model on the embedded default corpus
   bitnet-jax train recipe=fp16 train.steps=500 --out runs/fp16
   bitnet-jax train --out runs/fp16 --resume          # continue a killed run from its last checkpoint
+  bitnet-jax sweep sweeps/quickstart.yaml            # 3 recipes x 4 sizes, scaling-law fits, plots, report
+  bitnet-jax results runs/quickstart                 # the results table of a sweep
   bitnet-jax bench --preset 125m                     # GPU step time, tokens/s and MFU, fp16 vs bitnet_b158
 """
 
@@ -60,6 +62,39 @@ def cmd_bench(args, parser) -> int:
     return 0
 
 
+def cmd_sweep(args, parser) -> int:
+    from bitnet_jax import sweep
+
+    result = sweep.run(args.spec, args.out, dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
+    finished = sum(s == "finished" for s in result.statuses.values())
+    print(f"{finished}/{len(result.runs)} runs finished; report: {result.out_dir / 'report' / 'report.md'}")
+    return 0 if finished == len(result.runs) else 1
+
+
+def cmd_results(args, parser) -> int:
+    from bitnet_jax.sweep.results import collect, format_table
+
+    print(format_table(collect(args.out)))
+    return 0
+
+
+def cmd_fit(args, parser) -> int:
+    from bitnet_jax.scaling.report import build_fits
+
+    build_fits(args.out)
+    print(f"wrote {Path(args.out) / 'report' / 'results.csv'} and {Path(args.out) / 'report' / 'fits.json'}")
+    return 0
+
+
+def cmd_report(args, parser) -> int:
+    from bitnet_jax.scaling.report import build_report
+
+    print(f"wrote {build_report(args.out)}")
+    return 0
+
+
 def _fmt(value, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -77,6 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=cmd_train, parser=p)
+
+    w = sub.add_parser("sweep", help="train a family of models x recipes, then fit scaling laws and write a report",
+                       description="Run every run of a sweep spec (each resumable, one subprocess each), then write "
+                                   "OUT/report/{results.csv, fits.json, plots, report.md}. Restart the same command "
+                                   "after a crash: finished runs are skipped and interrupted ones resume.")
+    w.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
+    w.add_argument("--out", help="sweep directory (default: runs/<sweep name>)")
+    w.add_argument("--dry-run", action="store_true", help="print the run table (id, recipe, N, D, C, time) only")
+    w.set_defaults(func=cmd_sweep, parser=w)
+    for name, func, text in (("results", cmd_results, "print the results table of a sweep directory"),
+                             ("fit", cmd_fit, "refit the scaling laws of a sweep directory from its run files"),
+                             ("report", cmd_report, "rebuild fits, plots and report.md of a sweep directory")):
+        c = sub.add_parser(name, help=text, description=text)
+        c.add_argument("out", help="the sweep directory (the --out of bitnet-jax sweep)")
+        c.set_defaults(func=func, parser=c)
 
     b = sub.add_parser("bench", help="time training steps (tokens/s, step ms, MFU) per recipe at one shape",
                        description="Time the jitted train step of each recipe at one model shape on random tokens "

@@ -182,7 +182,7 @@ def from_dict(raw: dict, where: str = "config") -> RunConfig:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}; "
                           f"valid: recipe, {', '.join(SECTIONS)}")
     try:
-        sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in SECTIONS.items()}
+        sections = {name: build_section(cls, raw.get(name) or {}, name) for name, cls in SECTIONS.items()}
         return RunConfig(recipe=_build_recipe(raw.get("recipe", "bitnet_b158")), **sections)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
@@ -196,21 +196,21 @@ def _build_recipe(value) -> Recipe:
     changes = {k: v for k, v in value.items() if k != "name"}
     base = recipes.get(value["name"])
     hints = typing.get_type_hints(Recipe)
-    return recipes.variant(base.name, **{k: _coerce(v, hints[k], f"recipe.{k}") if k in hints else v
+    return recipes.variant(base.name, **{k: coerce(v, hints[k], f"recipe.{k}") if k in hints else v
                                          for k, v in changes.items()})
 
 
-def _build(cls, values, section: str):
+def build_section(cls, values, section: str):
     if not isinstance(values, dict):
         raise ConfigError(f"{section}: expected a mapping of keys, got {values!r}")
     hints = typing.get_type_hints(cls)
     unknown = set(values) - set(hints)
     if unknown:
         raise ConfigError(f"{section}.{sorted(unknown)[0]}: unknown key; valid keys: {', '.join(hints)}")
-    return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+    return cls(**{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
 
 
-def _coerce(value, hint, key: str):
+def coerce(value, hint, key: str):
     """`value` checked (and losslessly converted) against a type hint: int, float, str, bool, X | None, tuple[str]."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -222,7 +222,7 @@ def _coerce(value, hint, key: str):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(v, args[0], key) for v in items)
+        return tuple(coerce(v, args[0], key) for v in items)
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -26,7 +26,7 @@ from bitnet_jax.errors import CheckpointError, ConfigError
 from bitnet_jax.model import Transformer, flops_per_token, param_counts
 from bitnet_jax.train.checkpoint import Checkpoints
 from bitnet_jax.train.optim import Hyperparams, make_optimizer
-from bitnet_jax.train.outputs import MetricsWriter, read_json, write_json
+from bitnet_jax.train.outputs import DirectoryLock, MetricsWriter, read_json, write_json
 from bitnet_jax.train.step import make_eval_step, make_train_step
 from bitnet_jax.train.tracking import make_tracker
 
@@ -62,8 +62,12 @@ def build_model(cfg: RunConfig) -> Transformer:
 
 
 def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> RunResult:
-    """Train one model as `cfg` says, writing everything under `out_dir`."""
-    out = Path(out_dir)
+    """Train one model as `cfg` says, writing everything under `out_dir` (locked while it trains)."""
+    with DirectoryLock(Path(out_dir) / ".lock", what="a training run"):
+        return _run_locked(cfg, Path(out_dir), resume)
+
+
+def _run_locked(cfg: RunConfig, out: Path, resume: bool) -> RunResult:
     summary_path, config_path = out / "summary.json", out / "config.yaml"
     previous = read_json(summary_path)
     ckpts = Checkpoints(out / "ckpt", keep=cfg.train.keep_checkpoints)

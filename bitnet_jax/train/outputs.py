@@ -5,11 +5,14 @@ Every write goes to a temporary file that is renamed into place, so a killed pro
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
+
+from bitnet_jax.errors import UserError
 
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 
@@ -78,3 +81,28 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory (flock on a file in it), released when the holder exits, even by SIGKILL."""
+
+    def __init__(self, path: str | Path, what: str):
+        self.path, self.what = Path(path), what
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 32).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise UserError(f"{self.path.parent} is in use by {self.what} (pid {holder}); wait for it to end "
+                            f"or use another directory") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, str(os.getpid()).encode())
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)

@@ -1,0 +1,137 @@
+"""The sweep runner: every planned run in its own subprocess and directory, resumable at any moment.
+
+- Finished and diverged runs are skipped; any other run is (re)started with `--resume`, so a killed run continues
+  from its last checkpoint and ends with the losses of an uninterrupted one.
+- A lock file stops two runners sharing one directory; each run also locks its own directory.
+- A child dies with the runner (PR_SET_PDEATHSIG), so a SIGKILLed sweep leaves no orphan training.
+- A failed or diverged run does not stop the sweep; it is recorded with its status and left out of the fits.
+- On a host with several GPUs, runs go in parallel, one per GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from bitnet_jax import config as config_lib
+from bitnet_jax.sweep import spec as spec_lib
+from bitnet_jax.sweep.spec import PlannedRun
+from bitnet_jax.train.outputs import DirectoryLock, read_json, write_atomic, write_json
+
+DONE = ("finished", "diverged")
+
+
+@dataclass
+class SweepResult:
+    out_dir: Path
+    runs: list[PlannedRun]
+    statuses: dict[str, str]
+
+
+def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bool = False) -> SweepResult:
+    """Run (or, with dry_run, only list) every run of the sweep, then write the results table, fits and report."""
+    spec = spec_lib.load(spec_path)
+    runs = spec_lib.expand(spec)
+    out = Path(out_dir or Path("runs") / spec.name)
+    if dry_run:
+        print(spec_lib.describe(runs, spec))
+        return SweepResult(out, runs, {r.run_id: run_status(out / r.run_id) for r in runs})
+    out.mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(out / ".sweep.lock", what="a sweep runner"):
+        write_atomic(out / "sweep.yaml", Path(spec_path).read_text())
+        for r in runs:
+            config_lib.dump(r.config, out / r.run_id / "plan.yaml")
+        statuses = _execute(runs, out, spec.executor.parallel)
+        from bitnet_jax.scaling.report import build_report  # plotting libraries only once runs are done
+
+        build_report(out)
+    return SweepResult(out, runs, statuses)
+
+
+def run_status(run_dir: Path) -> str:
+    summary = read_json(run_dir / "summary.json")
+    return summary.get("status", "running") if summary else "pending"
+
+
+def _execute(runs: list[PlannedRun], out: Path, parallel: int | None) -> dict[str, str]:
+    statuses = {r.run_id: run_status(out / r.run_id) for r in runs}
+    todo = [r for r in runs if statuses[r.run_id] not in DONE]
+    gpus = _gpu_ids()
+    slots: queue.Queue = queue.Queue()
+    n_slots = parallel or max(1, len(gpus))
+    for i in range(n_slots):
+        slots.put(gpus[i % len(gpus)] if gpus else None)
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc="sweep", dynamic_ncols=True)
+    lock = threading.Lock()
+
+    def work(r: PlannedRun) -> None:
+        gpu = slots.get()
+        try:
+            status = _run_one(r, out / r.run_id, gpu)
+        finally:
+            slots.put(gpu)
+        with lock:
+            statuses[r.run_id] = status
+            summary = read_json(out / r.run_id / "summary.json") or {}
+            loss = summary.get("final_val_loss")
+            bar.write(f"{r.run_id}: {status}" + (f", val loss {loss:.4f}" if loss is not None else ""))
+            bar.update(1)
+
+    with ThreadPoolExecutor(max_workers=n_slots) as pool:
+        for future in [pool.submit(work, r) for r in todo]:
+            future.result()
+    bar.close()
+    bad = [rid for rid, s in statuses.items() if s != "finished"]
+    if bad:
+        print(f"warning: {len(bad)} run(s) did not finish and are left out of the fits: {', '.join(bad)}",
+              file=sys.stderr)
+    return statuses
+
+
+def _run_one(r: PlannedRun, run_dir: Path, gpu: str | None) -> str:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    cmd = [sys.executable, "-m", "bitnet_jax.cli", "train", str(run_dir / "plan.yaml"), "--out", str(run_dir),
+           "--resume"]
+    with open(run_dir / "train.log", "a") as log:
+        code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    status = run_status(run_dir)
+    if code != 0 and status not in DONE:  # a crash the run could not record itself
+        summary = read_json(run_dir / "summary.json") or {}
+        summary.update(status="failed", error=f"exit code {code}; see {run_dir / 'train.log'}")
+        write_json(run_dir / "summary.json", summary)
+        status = "failed"
+    return status
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the runner dies, however it dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _gpu_ids() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
