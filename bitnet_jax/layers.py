@@ -91,23 +91,31 @@ class BitLinear(nnx.Module):
 def quantize(model: nnx.Module, recipe: str | Recipe, *, exclude: tuple[str, ...] = ()) -> nnx.Module:
     """Swap every nnx.Linear inside `model` for a BitLinear following `recipe`, carrying the same kernel, in place.
 
-    Attributes named in `exclude` (e.g. 'lm_head') are left alone. Returns the model (a new BitLinear when the
-    model itself is an nnx.Linear).
+    Attributes named in `exclude` (e.g. 'lm_head', or a whole submodule) are left alone with everything inside
+    them. Returns the model (a new BitLinear when the model itself is an nnx.Linear).
     """
     recipe = get_recipe(recipe)
     if isinstance(model, nnx.Linear):
         return BitLinear.from_linear(model, recipe)
-    for _, module in list(nnx.iter_modules(model)):
-        for name, value in list(vars(module).items()):
-            if name in exclude:
-                continue
-            if isinstance(value, nnx.Linear):
-                setattr(module, name, BitLinear.from_linear(value, recipe))
-            elif isinstance(value, (list, nnx.List)):
-                for i, item in enumerate(value):
-                    if isinstance(item, nnx.Linear):
-                        value[i] = BitLinear.from_linear(item, recipe)
+    _swap_linears(model, recipe, set(exclude), set())
     return model
+
+
+def _swap_linears(node, recipe: Recipe, exclude: set[str], seen: set[int]) -> None:
+    if id(node) in seen:  # a module shared by two parents is converted once
+        return
+    seen.add(id(node))
+    items = list(enumerate(node)) if isinstance(node, (list, nnx.List)) else list(vars(node).items())
+    for key, value in items:
+        if key in exclude:
+            continue
+        if isinstance(value, nnx.Linear):
+            if isinstance(key, int):
+                node[key] = BitLinear.from_linear(value, recipe)
+            else:
+                setattr(node, key, BitLinear.from_linear(value, recipe))
+        elif isinstance(value, (nnx.Module, list)):
+            _swap_linears(value, recipe, exclude, seen)
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:

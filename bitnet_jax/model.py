@@ -172,20 +172,24 @@ def size_family(n_min: float, n_max: float, n_sizes: int, *, aspect_ratio: float
                 ) -> list[ModelConfig]:
     """Configs spanning [n_min, n_max] non-embedding parameters, log-spaced, at a fixed aspect ratio d_model/n_layers.
 
-    With a GLU of width ffn_mult*d, a layer has about (4 + 3 ffn_mult) d^2 parameters, so for target N and
-    d = aspect_ratio * L we solve N = c aspect_ratio^2 L^3 for L, round d to a multiple of head_dim and d_ff to a
-    multiple of ffn_multiple. Sizes that round to the same shape are kept once.
+    With a GLU of width ffn_mult*d, a layer has about c d^2 parameters, c = 4 + 3 ffn_mult, so with
+    n_layers = d / aspect_ratio a target N needs d = (N aspect_ratio / c)^(1/3). d is rounded to a multiple of
+    head_dim and n_layers = round(d / aspect_ratio): both grow with N, so the family is ordered by size. Targets that
+    round to the same shape are kept once.
     """
     if not 0 < n_min <= n_max or n_sizes < 1:
         raise ConfigError(f"size_family: need 0 < n_min <= n_max and n_sizes >= 1 (got {n_min}, {n_max}, {n_sizes})")
+    if aspect_ratio <= 0 or head_dim < 2 or head_dim % 2 or ffn_mult <= 0 or ffn_multiple < 1:
+        raise ConfigError(f"size_family: need aspect_ratio > 0, an even head_dim >= 2, ffn_mult > 0 and "
+                          f"ffn_multiple >= 1 (got {aspect_ratio}, {head_dim}, {ffn_mult}, {ffn_multiple})")
     base = base or ModelConfig()
     per_d2 = 4 + 3 * ffn_mult
     targets = [n_min] if n_sizes == 1 else [
         math.exp(math.log(n_min) + i * (math.log(n_max) - math.log(n_min)) / (n_sizes - 1)) for i in range(n_sizes)]
     family, seen = [], set()
     for n in targets:
-        layers = max(1, round((n / (per_d2 * aspect_ratio ** 2)) ** (1 / 3)))
-        d = max(head_dim, round(math.sqrt(n / (per_d2 * layers)) / head_dim) * head_dim)
+        d = max(head_dim, round((n * aspect_ratio / per_d2) ** (1 / 3) / head_dim) * head_dim)
+        layers = max(1, round(d / aspect_ratio))
         d_ff = max(ffn_multiple, round(ffn_mult * d / ffn_multiple) * ffn_multiple)
         cfg = dataclasses.replace(base, d_model=d, n_layers=layers, n_heads=d // head_dim, n_kv_heads=None,
                                   d_ff=d_ff)

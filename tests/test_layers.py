@@ -419,10 +419,13 @@ def test_quantize_exclude_container_attribute_left_alone():
     module of its own and its items (attributes '0', '1') are swapped anyway.
     """
     model = ListModel(nnx.Rngs(0))
-    bj.quantize(model, "bitnet_b158", exclude=("layers",))
+    model.encoder = nnx.Sequential(nnx.Linear(4, 4, kernel_init=ZEROS, rngs=nnx.Rngs(1)))  # a submodule
+    bj.quantize(model, "bitnet_b158", exclude=("layers", "encoder"))
     assert isinstance(model.head, BitLinear)
-    kinds = [type(l).__name__ for l in model.layers]
-    assert kinds == ["Linear", "Linear"], f"exclude=('layers',) still quantised the layers inside it: {kinds}"
+    kinds = {"layers": [type(l).__name__ for l in model.layers],
+             "encoder": [type(l).__name__ for l in model.encoder.layers]}
+    assert kinds == {"layers": ["Linear", "Linear"], "encoder": ["Linear"]}, \
+        f"exclude=('layers', 'encoder') still quantised the Linears inside them: {kinds}"
 
 
 def test_quantize_bare_linear_returns_bitlinear():

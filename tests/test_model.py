@@ -313,7 +313,7 @@ def test_size_family_bad_arguments(args, kwargs):
 @pytest.mark.parametrize("kwargs", [dict(head_dim=0), dict(aspect_ratio=0), dict(aspect_ratio=-32.0)])
 def test_size_family_bad_shape_arguments(kwargs):
     """PACKAGE BUG: head_dim and aspect_ratio are not validated: 0 raises ZeroDivisionError (not ConfigError) and a
-    negative aspect ratio is silently accepted (it is squared), giving e.g. d_model 32 with 44 layers."""
+    negative aspect ratio is silently accepted (only its square is used: -32 gives the same family as 32)."""
     try:
         family = size_family(1e6, 1e7, 3, **kwargs)
     except ConfigError:
