@@ -27,7 +27,8 @@ WANDB_MODES = ("disabled", "offline", "online")
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "python_docs"
+    source: str = "python_docs"  # python_docs | python_stdlib | files | markov
+    paths: tuple[str, ...] = ()  # source: files -- glob patterns of UTF-8 text files ('**' recurses)
     tokenizer: str = "byte"
     val_fraction: float = 0.05
     max_bytes: int | None = None

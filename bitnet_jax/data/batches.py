@@ -31,6 +31,7 @@ def build_token_data(
     max_bytes: int | None = None,
     seq_len: int = 256,
     markov: synthetic.MarkovSpec | None = None,
+    paths: tuple[str, ...] = (),
 ) -> TokenData:
     """Tokenize a corpus (or draw the synthetic Markov source) and split off its last val_fraction as validation."""
     if not 0.0 < val_fraction < 1.0:
@@ -42,7 +43,7 @@ def build_token_data(
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; available: {', '.join(SOURCES)}, markov")
     tok = get_tokenizer(tokenizer)
-    corpus = load_corpus(source, max_bytes)
+    corpus = load_corpus(source, max_bytes, paths)
     ids = tok.encode(corpus.text)
     return _split(ids, val_fraction, seq_len, source, vocab_size=tok.vocab_size,
                   bytes_per_token=len(corpus.text) / len(ids), sha256=corpus.sha256)

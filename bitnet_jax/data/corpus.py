@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import sysconfig
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from bitnet_jax.errors import DataError
 
-SOURCES = ("python_docs", "python_stdlib")
+SOURCES = ("python_docs", "python_stdlib", "files")
 _SEP = b"\n\n"
 _SKIP_DIRS = {"site-packages", "test", "tests", "idlelib", "__pycache__"}
 
@@ -39,9 +40,21 @@ def _stdlib_paths() -> list[Path]:
     return [root / r for r in sorted(rels)]
 
 
-def _python_stdlib(max_bytes: int | None) -> list[bytes]:
+def _file_paths(patterns: tuple[str, ...]) -> list[Path]:
+    """Every file matched by the glob patterns (`**` recurses), sorted, each once."""
+    found = set()
+    for pattern in patterns:
+        found.update(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+    if not found:
+        raise DataError(f"data.paths {list(patterns)} matched no files; give existing files or glob patterns "
+                        f"such as 'corpus/**/*.txt'")
+    return [Path(p) for p in sorted(found)]
+
+
+def _read_utf8(paths: list[Path], max_bytes: int | None) -> list[bytes]:
+    """The files that are valid UTF-8 (others are skipped), until max_bytes is reached."""
     docs, size = [], 0
-    for path in _stdlib_paths():
+    for path in paths:
         if max_bytes is not None and size >= max_bytes:
             break
         with open(path, "rb") as f:
@@ -55,13 +68,21 @@ def _python_stdlib(max_bytes: int | None) -> list[bytes]:
     return docs
 
 
-def load_corpus(source: str = "python_docs", max_bytes: int | None = None) -> Corpus:
-    """Load an embedded corpus as UTF-8 bytes, documents joined by a blank line, truncated to max_bytes."""
+def load_corpus(source: str = "python_docs", max_bytes: int | None = None, paths: tuple[str, ...] = ()) -> Corpus:
+    """Load a corpus as UTF-8 bytes, documents joined by a blank line, truncated to max_bytes.
+
+    `python_docs` and `python_stdlib` ship with the interpreter; `files` reads the UTF-8 files matched by the glob
+    patterns in `paths`, in sorted order."""
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; set data.source to one of {', '.join(SOURCES)}")
     if max_bytes is not None and max_bytes <= 0:
         raise DataError(f"data.max_bytes must be positive, got {max_bytes}; raise it or leave it unset")
-    docs = _python_docs() if source == "python_docs" else _python_stdlib(max_bytes)
+    if source == "python_docs":
+        docs = _python_docs()
+    elif source == "python_stdlib":
+        docs = _read_utf8(_stdlib_paths(), max_bytes)
+    else:
+        docs = _read_utf8(_file_paths(tuple(paths)), max_bytes)
     text = _SEP.join(docs)
     if max_bytes is not None:
         text = text[:max_bytes]

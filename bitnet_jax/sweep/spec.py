@@ -177,12 +177,13 @@ def _lrs(spec: SweepSpec, recipe_name: str) -> list[float | None]:
 
 
 def expand(spec: SweepSpec) -> list[PlannedRun]:
-    """Every run of the sweep, in order: recipe, size, budget, learning rate, seed."""
+    """Every run of the sweep, smallest sizes first (so a partial sweep has every recipe at its sizes):
+    size, recipe, budget, learning rate, seed."""
     runs, seen = [], set()
-    batch, budgets = None, list(spec.budget.compute) or [None]
-    for recipe in spec.recipes:
-        name = _recipe_name(recipe)
-        for size in _sizes(spec):
+    budgets = list(spec.budget.compute) or [None]
+    for size in _sizes(spec):
+        for recipe in spec.recipes:
+            name = _recipe_name(recipe)
             for budget in budgets:
                 for lr in _lrs(spec, name):
                     for seed in spec.seeds:

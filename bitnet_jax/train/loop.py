@@ -83,7 +83,7 @@ def _run_locked(cfg: RunConfig, out: Path, resume: bool) -> RunResult:
         return RunResult(out, previous)
 
     data = build_token_data(cfg.data.source, cfg.data.tokenizer, cfg.data.val_fraction, cfg.data.max_bytes,
-                            seq_len=cfg.model.seq_len, markov=cfg.data.markov())
+                            seq_len=cfg.model.seq_len, markov=cfg.data.markov(), paths=cfg.data.paths)
     if cfg.model.vocab_size < data.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer} "
                           f"tokenizer's vocabulary ({data.vocab_size}); set model.vocab_size={data.vocab_size}")

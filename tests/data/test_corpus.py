@@ -76,3 +76,14 @@ def test_byte_tokenizer_decode_replaces_broken_utf8():
 def test_unknown_tokenizer():
     with pytest.raises(DataError, match="byte"):
         get_tokenizer("gpt2")
+
+
+def test_files_source_reads_globs_in_sorted_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "two.txt").write_text("second")
+    (tmp_path / "a.txt").write_text("first")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe not utf-8")
+    corpus = load_corpus("files", paths=(str(tmp_path / "**" / "*.txt"),))
+    assert corpus.text == b"first\n\nsecond" and corpus.n_documents == 2
+    with pytest.raises(DataError, match="matched no files"):
+        load_corpus("files", paths=(str(tmp_path / "*.md"),))

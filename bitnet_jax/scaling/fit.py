@@ -1,0 +1,450 @@
+"""Scaling-law fits, numpy in and out (float64).
+
+  fit_power_law   L(x) = E + A x^-alpha                       Kaplan et al. 2020, BitNet 2023 (x = N, C or energy)
+  fit_chinchilla  L(N, D) = E + A/N^alpha + B/D^beta           Hoffmann et al. 2022 Approach 3, Besiroglu et al. 2024
+  fit_isoflop     N_opt(C) = k C^a from per-budget parabolas   Hoffmann et al. 2022 Approach 2
+
+The first two minimise sum_i w_i Huber_delta(LSE(a_k - alpha_k log x_ik, e) - log L_i) (delta = 1e-3, w_i = 1, or
+the draw counts of a bootstrap resample) with optax L-BFGS (zoom line search) from a grid of starts, all starts
+batched with `jax.vmap` in one jitted call, in float64 inside `jax.enable_x64(True)` (a context manager in
+jax 0.10; the process-wide flag is left alone).
+
+Search: every start of the grid (Approach 3: Hoffmann's 4,500) runs SCREEN_ITERS L-BFGS steps; the best KEEP of
+them then run to convergence and the best final objective wins. Running all 4,500 to convergence reaches the same
+optimum (checked on Chinchilla's Figure 4 data) but costs ~40 s instead of ~1.5 s on 2 CPU cores, because a
+batched line search runs as many steps as its slowest member.
+Bootstrap: resamples are rows of draw counts (weights), so every resample has the data's shape and all of them are
+fitted in one batch, each from the distinct optima among the KEEP converged full-data fits (at most BOOT_STARTS),
+not from the whole grid. Intervals are percentile intervals of the resampled fits.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bitnet_jax.scaling.bootstrap import percentile_intervals, resample_weights
+
+__all__ = ["PowerLaw", "Chinchilla", "IsoFlop", "fit_power_law", "fit_chinchilla", "fit_isoflop", "CHINCHILLA_GRID"]
+
+DELTA = 1e-3
+SCREEN_ITERS, SCREEN_LS = 10, 2  # short screening steps; a 2-step line search keeps the batch's cost per step low
+POLISH_ITERS, POLISH_LS, TOL = 300, 20, 1e-12
+BOOT_ITERS, BOOT_LS = 100, 8  # resamples start at a full-data optimum, so they need fewer steps
+KEEP, BOOT_STARTS = 16, 4
+
+
+def _product(*axes):
+    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+
+
+# Hoffmann et al.'s grid, as rows (e, a, alpha, b, beta): alpha, beta in {0,.5,..,2}, e in {-1,-.5,..,1}, a, b in {0,5,..,25}
+CHINCHILLA_GRID = _product(np.arange(-1, 1.01, 0.5), np.arange(0, 26, 5.0), np.arange(0, 2.01, 0.5),
+                           np.arange(0, 26, 5.0), np.arange(0, 2.01, 0.5))
+# Power law (e, a, alpha) in units where log x is centred and offsets are from log min(L): covers any x or loss scale
+_POWER_GRID = _product([-4.6, -2.0, -1.0, -0.4, -0.1], [-5.0, -3.5, -2.0, -1.0, 0.0, 1.0, 2.0], np.arange(0, 2.01, 0.25))
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _positive(name, values):
+    x = np.asarray(values, np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {x.shape}")
+    if not np.all(np.isfinite(x)) or np.any(x <= 0):
+        raise ValueError(f"{name} must be finite and positive everywhere")
+    return x
+
+
+def _inputs(names, arrays, n_params):
+    out = [_positive(name, a) for name, a in zip(names, arrays)]
+    if len({len(a) for a in out}) > 1:
+        raise ValueError(f"{', '.join(names)} must have equal lengths, got {[len(a) for a in out]}")
+    if len(out[0]) < n_params:
+        raise ValueError(f"need at least {n_params} points to fit {n_params} parameters, got {len(out[0])}")
+    return out
+
+
+def _check_options(bootstrap, ci):
+    if not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be a non-negative integer, got {bootstrap!r}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must lie in (0, 1), got {ci!r}")
+
+
+# ---------------------------------------------------------------- objective
+
+
+def _huber_parts(p, X, y, w, delta):
+    """Objective and gradient for p = (e, a_1, alpha_1, ..., a_K, alpha_K), log L = LSE(e, a_k - alpha_k X_k)."""
+    e, a, alpha = p[0], p[1::2], p[2::2]
+    # shift by a per-start bound on every exponent: no overflow, and one max per start instead of one per point
+    bound = jnp.max(a - alpha * jnp.where(alpha > 0, X.min(0), X.max(0)))
+    m = jax.lax.stop_gradient(jnp.maximum(e, bound))
+    terms, const = jnp.exp(a - alpha * X - m), jnp.exp(e - m)
+    s = const + terms.sum(1)
+    r = m + jnp.log(s) - y
+    c = jnp.clip(r, -delta, delta)  # Huber'(r); c (r - c/2) is Huber(r) on both branches
+    q = w * c / s
+    grad_a, grad_alpha = q @ terms, -(q @ (terms * X))
+    grad = jnp.concatenate([(const * q.sum())[None], jnp.stack([grad_a, grad_alpha], 1).reshape(-1)])
+    return jnp.sum(w * c * (r - 0.5 * c)), grad
+
+
+@jax.custom_vjp
+def _huber(p, X, y, w, delta):
+    return _huber_parts(p, X, y, w, delta)[0]
+
+
+# the hand-written gradient is one fused pass over the points; autodiff through logsumexp was ~1.5x slower
+_huber.defvjp(_huber_parts, lambda grad, ct: (ct * grad, None, None, None, None))
+
+
+# ---------------------------------------------------------------- batched L-BFGS
+
+
+def _lbfgs(p0, X, y, w, delta, iters, ls_steps, tol):
+    """L-BFGS from one start; returns the best point seen, since a line search that gives up may step uphill."""
+    f = lambda p: _huber(p, X, y, w, delta)  # noqa: E731
+    opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=ls_steps))
+    value_and_grad = optax.value_and_grad_from_state(f)
+
+    def step(carry):
+        p, state, i, best_p, best_v = carry
+        v, g = value_and_grad(p, state=state)
+        updates, state = opt.update(g, state, p, value=v, grad=g, value_fn=f)
+        p, v = optax.apply_updates(p, updates), optax.tree.get(state, "value")
+        better = v < best_v
+        return p, state, i + 1, jnp.where(better, p, best_p), jnp.where(better, v, best_v)
+
+    def running(carry):
+        _, state, i, _, _ = carry
+        return (i < iters) & ((i == 0) | (jnp.max(jnp.abs(optax.tree.get(state, "grad"))) > tol))
+
+    carry = jax.lax.while_loop(running, step, (p0, opt.init(p0), 0, p0, f(p0)))
+    return carry[3], carry[4]
+
+
+_lbfgs_batch = jax.jit(jax.vmap(_lbfgs, in_axes=(0, None, None, 0, None, None, None, None)))
+
+
+def _round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
+def _minimise(starts, X, y, W, delta, iters, ls_steps):
+    """Run L-BFGS from each row of `starts` with the weights in the matching row of W: (params, objectives).
+
+    Points are padded (weight 0) to a multiple of 32 and starts to a multiple of 16, so similar sizes share one
+    compiled program."""
+    (J, P), n = starts.shape, len(y)
+    pts = np.concatenate([np.arange(n), np.zeros(_round_up(n, 32) - n, int)])
+    rows = np.concatenate([np.arange(J), np.zeros(_round_up(J, 16) - J, int)])
+    W = np.pad(W, ((0, 0), (0, len(pts) - n)))[rows]
+    with jax.enable_x64(True):
+        p, v = _lbfgs_batch(jnp.asarray(starts[rows], jnp.float64), jnp.asarray(X[pts]), jnp.asarray(y[pts]),
+                            jnp.asarray(W), delta, iters, ls_steps, TOL)
+        p, v = np.asarray(p, np.float64)[:J], np.asarray(v, np.float64)[:J]
+    return p, np.where(np.isfinite(v), v, np.inf)
+
+
+def _multistart(grid, X, y, delta):
+    """Screen every start of `grid`, run the best KEEP to convergence: converged (params, objectives), best first."""
+    ones = np.ones((len(grid), len(y)))
+    p, v = _minimise(grid, X, y, ones, delta, SCREEN_ITERS, SCREEN_LS)
+    top = np.argsort(v, kind="stable")[:KEEP]
+    p, v = _minimise(p[top], X, y, ones[top], delta, POLISH_ITERS, POLISH_LS)
+    order = np.argsort(v, kind="stable")
+    return p[order], v[order]
+
+
+def _distinct(p, v, k):
+    """Up to k rows of p (sorted best first) that differ from every row kept before them."""
+    kept = []
+    for row in p[np.isfinite(v)]:
+        if all(not np.allclose(row, other, rtol=1e-4, atol=1e-6) for other in kept):
+            kept.append(row)
+    return np.array(kept[:k])
+
+
+def _bootstrap(starts, X, y, delta, n_boot, rng):
+    """(n_boot, P): the best fit of each resample, from each of `starts`; NaN where every start failed."""
+    W = resample_weights(len(y), n_boot, rng)
+    k = len(starts)
+    p, v = _minimise(np.tile(starts, (n_boot, 1)), X, y, np.repeat(W, k, 0), delta, BOOT_ITERS, BOOT_LS)
+    p, v = p.reshape(n_boot, k, -1), v.reshape(n_boot, k)
+    best = p[np.arange(n_boot), np.argmin(v, 1)]
+    return np.where(np.isfinite(v.min(1))[:, None], best, np.nan)
+
+
+def _shift(p, x0):
+    """Move p to log-inputs shifted by -x0: a_k - alpha_k X_k = (a_k - alpha_k x0_k) - alpha_k (X_k - x0_k)."""
+    p = p.copy()
+    p[..., 1::2] -= p[..., 2::2] * x0
+    return p
+
+
+def _fit(grid, X, y, delta, bootstrap, seed):
+    """Best parameters, their objective, and the (bootstrap, P) resampled parameters (empty when bootstrap=0).
+
+    L-BFGS runs in centred log-inputs, which decorrelates a_k from alpha_k (log N ~ 20 makes them nearly collinear
+    and convergence slow); starts and results are mapped exactly, so the grid's starts are the same functions."""
+    x0 = X.mean(0)
+    p, v = _multistart(_shift(grid, x0), X - x0, y, delta)
+    if not np.isfinite(v[0]):
+        raise ValueError("the fit failed from every start (non-finite objective); check the data")
+    draws = np.empty((0, grid.shape[1]))
+    if bootstrap:
+        starts = _distinct(p, v, BOOT_STARTS)
+        draws = _bootstrap(starts, X - x0, y, delta, bootstrap, np.random.default_rng(seed))
+    return _shift(p[0], -x0), float(v[0]), _shift(draws, -x0)
+
+
+# ---------------------------------------------------------------- results
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return np.asarray(value, np.float64).tolist()
+    return value
+
+
+class _Result:
+    _derived = ()  # properties that to_dict reports next to the fields
+
+    def to_dict(self, samples=False):
+        """Plain JSON-ready dict of the fit; bootstrap draws only when samples=True."""
+        out = {"kind": type(self).__name__}
+        for f in dataclasses.fields(self):
+            if f.name != "samples" or samples:
+                out[f.name] = _jsonable(getattr(self, f.name))
+        out.update({name: _jsonable(getattr(self, name)) for name in self._derived})
+        return out
+
+
+def _uncertainty(quantities, draws, ci):
+    """(intervals, samples) of every named quantity from the bootstrap draws of the parameters."""
+    if not len(draws):
+        return {}, {}
+    samples = quantities(draws)
+    return percentile_intervals(samples, ci), samples
+
+
+@dataclass(frozen=True, eq=False)
+class PowerLaw(_Result):
+    """L(x) = E + A x^-alpha."""
+
+    A: float
+    alpha: float
+    E: float
+    objective: float
+    n_points: int
+    ci: float = 0.8
+    intervals: dict = field(default_factory=dict)  # name -> (lo, hi), central `ci` bootstrap interval
+    samples: dict = field(default_factory=dict)  # name -> bootstrap draws, for plotting bands
+
+    def predict(self, x):
+        return self.E + self.A * np.asarray(x, np.float64) ** -self.alpha
+
+    def inverse(self, loss):
+        """x at which the curve reaches `loss`: inf for a loss at or below E, which the curve never reaches."""
+        gap = np.asarray(loss, np.float64) - self.E
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return np.where(gap > 0, (self.A / np.where(gap > 0, gap, 1.0)) ** (1.0 / self.alpha), np.inf)
+
+
+@dataclass(frozen=True, eq=False)
+class Chinchilla(_Result):
+    """L(N, D) = E + A/N^alpha + B/D^beta, and its compute-optimal frontier under C = 6 N D."""
+
+    A: float
+    B: float
+    E: float
+    alpha: float
+    beta: float
+    objective: float
+    n_points: int
+    ci: float = 0.8
+    intervals: dict = field(default_factory=dict)  # every parameter and G, a, b
+    samples: dict = field(default_factory=dict)
+    _derived = ("G", "a", "b")
+
+    @property
+    def G(self):
+        return _frontier(self.A, self.B, self.alpha, self.beta)[0]
+
+    @property
+    def a(self):
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self):
+        return self.alpha / (self.alpha + self.beta)
+
+    def predict(self, N, D):
+        N, D = np.asarray(N, np.float64), np.asarray(D, np.float64)
+        return self.E + self.A * N**-self.alpha + self.B * D**-self.beta
+
+    def n_opt(self, C):
+        return self.G * (np.asarray(C, np.float64) / 6) ** self.a
+
+    def d_opt(self, C):
+        return (np.asarray(C, np.float64) / 6) ** self.b / self.G
+
+
+@dataclass(frozen=True, eq=False)
+class IsoFlop(_Result):
+    """Approach 2: per budget, loss = polyval(parabola, ln N); its vertex is N_opt(C); then N_opt = k C^a."""
+
+    k: float
+    a: float
+    budgets: np.ndarray  # compute of each budget used, ascending
+    n_opt_per_budget: np.ndarray
+    loss_opt_per_budget: np.ndarray
+    parabolas: np.ndarray  # (budgets, 3): coefficients of ln N, highest power first (np.polyval order)
+    skipped: tuple  # budgets with < 3 distinct sizes or a parabola without a minimum
+    n_points: int
+    ci: float = 0.8
+    intervals: dict = field(default_factory=dict)  # k, a
+    samples: dict = field(default_factory=dict)  # k, a, and n_opt_per_budget as (resamples, budgets)
+
+    def n_opt(self, C):
+        return self.k * np.asarray(C, np.float64) ** self.a
+
+    def d_opt(self, C):
+        return np.asarray(C, np.float64) / (6 * self.n_opt(C))
+
+
+# ---------------------------------------------------------------- power law and Approach 3
+
+
+def _power_quantities(p, log_x0):
+    p = np.atleast_2d(p)
+    return {"A": np.exp(p[:, 1] + p[:, 2] * log_x0), "alpha": p[:, 2], "E": np.exp(p[:, 0])}
+
+
+def fit_power_law(x, loss, *, bootstrap=0, seed=0, ci=0.8, delta=DELTA):
+    """Fit L(x) = E + A x^-alpha by the Huber-on-log-loss objective; bootstrap > 0 adds percentile intervals."""
+    x, loss = _inputs(("x", "loss"), (x, loss), 3)
+    _check_options(bootstrap, ci)
+    log_x0, shift = np.log(x).mean(), np.log(loss.min())
+    # fit in centred log x, so one grid of starts serves x = 1e6 and x = 1e25 alike; A is rescaled afterwards
+    grid = _POWER_GRID + np.array([shift, shift, 0.0])
+    best, objective, draws = _fit(grid, np.log(x)[:, None] - log_x0, np.log(loss), delta, bootstrap, seed)
+    quantities = lambda p: _power_quantities(p, log_x0)  # noqa: E731
+    point = {k: float(v[0]) for k, v in quantities(best).items()}
+    intervals, samples = _uncertainty(quantities, draws, ci)
+    return PowerLaw(**point, objective=objective, n_points=len(x), ci=ci, intervals=intervals, samples=samples)
+
+
+def _frontier(A, B, alpha, beta):
+    """(G, a, b) of N_opt = G (C/6)^a, D_opt = G^-1 (C/6)^b."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+        return G, beta / (alpha + beta), alpha / (alpha + beta)
+
+
+def _chinchilla_quantities(p):
+    p = np.atleast_2d(p)
+    q = {"A": np.exp(p[:, 1]), "B": np.exp(p[:, 3]), "E": np.exp(p[:, 0]), "alpha": p[:, 2], "beta": p[:, 4]}
+    q["G"], q["a"], q["b"] = _frontier(q["A"], q["B"], q["alpha"], q["beta"])
+    return q
+
+
+def fit_chinchilla(N, D, loss, *, bootstrap=0, seed=0, ci=0.8, delta=DELTA):
+    """Chinchilla Approach 3 from Hoffmann et al.'s 4,500-start grid; bootstrap > 0 adds percentile intervals for
+    A, B, E, alpha, beta and the frontier's G, a, b."""
+    N, D, loss = _inputs(("N", "D", "loss"), (N, D, loss), 5)
+    _check_options(bootstrap, ci)
+    X = np.stack([np.log(N), np.log(D)], 1)
+    best, objective, draws = _fit(CHINCHILLA_GRID, X, np.log(loss), delta, bootstrap, seed)
+    point = {k: float(v[0]) for k, v in _chinchilla_quantities(best).items() if k in ("A", "B", "E", "alpha", "beta")}
+    intervals, samples = _uncertainty(_chinchilla_quantities, draws, ci)
+    return Chinchilla(**point, objective=objective, n_points=len(N), ci=ci, intervals=intervals, samples=samples)
+
+
+# ---------------------------------------------------------------- Approach 2 (IsoFLOP)
+
+
+def _parabolas(u, loss, W):
+    """Weighted least-squares loss = c2 u^2 + c1 u + c0 for each row of W: (rows, 3), NaN where fewer than 3
+    distinct u carry weight (the parabola is then undetermined)."""
+    V = np.stack([u**2, u, np.ones_like(u)], 1)
+    M = np.einsum("rn,ni,nj->rij", W, V, V)
+    rhs = np.einsum("rn,ni,n->ri", W, V, loss)
+    levels = np.unique(u)
+    ok = ((W @ (u[:, None] == levels[None, :])) > 0).sum(1) >= 3
+    coef = np.full((len(W), 3), np.nan)
+    coef[ok] = np.linalg.solve(M[ok], rhs[ok][..., None])[..., 0]
+    return coef
+
+
+def _vertex(coef):
+    """(u, loss) at each parabola's minimum; NaN where it curves down (no minimum)."""
+    c2, c1, c0 = coef.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u, lo = -c1 / (2 * c2), c0 - c1**2 / (4 * c2)
+    return np.where(c2 > 0, u, np.nan), np.where(c2 > 0, lo, np.nan)
+
+
+def _loglog_line(log_c, log_n):
+    """Least-squares log_n = log k + a log_c per row of log_n (rows, budgets), ignoring NaN: (log k, a)."""
+    m = np.isfinite(log_n)
+    cnt = m.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xm = (m * log_c).sum(1) / cnt
+        ym = np.where(m, log_n, 0).sum(1) / cnt
+        dx, dy = np.where(m, log_c - xm[:, None], 0), np.where(m, log_n - ym[:, None], 0)
+        a = (dx * dy).sum(1) / (dx * dx).sum(1)
+    a = np.where(cnt >= 2, a, np.nan)
+    return ym - a * xm, a
+
+
+def _budget_groups(C):
+    """Budget index of each point (C equal to 3 significant digits) and each budget's median compute."""
+    _, group = np.unique(np.array([float(f"{c:.2e}") for c in C]), return_inverse=True)
+    return group, np.array([np.median(C[group == g]) for g in range(group.max() + 1)])
+
+
+def fit_isoflop(N, C, loss, *, bootstrap=0, seed=0, ci=0.8):
+    """Chinchilla Approach 2: a parabola in ln N through each budget's losses (>= 3 sizes), its vertex N_opt(C),
+    then N_opt = k C^a by least squares in log-log. bootstrap > 0 resamples points within each budget."""
+    N, C, loss = _inputs(("N", "C", "loss"), (N, C, loss), 3)
+    _check_options(bootstrap, ci)
+    group, budgets = _budget_groups(C)
+    rng = np.random.default_rng(seed)
+    coefs, n_opt, l_opt, draws = [], [], [], []
+    for g in range(len(budgets)):
+        idx = np.flatnonzero(group == g)
+        centre = np.log(N[idx]).mean()  # centred ln N keeps the normal equations well conditioned
+        u = np.log(N[idx]) - centre
+        coef = _parabolas(u, loss[idx], np.ones((1, len(idx))))[0]
+        v_u, v_loss = _vertex(coef[None])
+        c2, c1, c0 = coef
+        coefs.append([c2, c1 - 2 * c2 * centre, c2 * centre**2 - c1 * centre + c0])
+        n_opt.append(np.exp(v_u[0] + centre))
+        l_opt.append(v_loss[0])
+        if bootstrap:
+            W = resample_weights(len(idx), bootstrap, rng)
+            draws.append(np.exp(_vertex(_parabolas(u, loss[idx], W))[0] + centre))
+    used = np.isfinite(n_opt)
+    if used.sum() < 2:
+        raise ValueError(f"need >= 2 budgets with >= 3 distinct sizes and a convex parabola, got {used.sum()}")
+    n_opt, log_c = np.array(n_opt)[used], np.log(budgets[used])
+    log_k, a = _loglog_line(log_c, np.log(n_opt)[None])
+    intervals, samples = {}, {}
+    if bootstrap:
+        per_budget = np.stack(draws, 1)[:, used]
+        boot_log_k, boot_a = _loglog_line(log_c, np.log(per_budget))
+        samples = {"k": np.exp(boot_log_k), "a": boot_a, "n_opt_per_budget": per_budget}
+        intervals = percentile_intervals({"k": samples["k"], "a": boot_a}, ci)
+    return IsoFlop(k=float(np.exp(log_k[0])), a=float(a[0]), budgets=budgets[used], n_opt_per_budget=n_opt,
+                   loss_opt_per_budget=np.array(l_opt)[used], parabolas=np.array(coefs)[used],
+                   skipped=tuple(float(b) for b in budgets[~used]), n_points=len(N), ci=ci,
+                   intervals=intervals, samples=samples)
