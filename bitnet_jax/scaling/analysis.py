@@ -2,7 +2,7 @@
 
 Per recipe (finished runs at their best learning rate, final validation loss):
 - loss vs training compute C, loss vs parameters N, loss vs inference energy per token (L = E + A x^-alpha);
-- Chinchilla Approach 3 when N and D vary independently (at least 3 distinct D/N ratios);
+- Chinchilla Approach 3 when log N and log D vary independently (not at fixed D, nor with D = k N);
 - Approach 2 (IsoFLOP) when the sweep has compute budgets.
 Against the fp16 baseline: the loss gap per size, the compute multiplier k(L) = C_recipe(L) / C_fp16(L) at matched
 loss, the effective-parameter ratio N_fp16(L_recipe(N)) / N, and the energy ratio E_recipe(L) / E_fp16(L).
@@ -53,8 +53,7 @@ def analyse(rows: list[dict], *, bootstrap: int = 200, ci: float = 0.8, n_with_e
         for axis in ("compute", "params", "energy"):
             _try(result, fits, f"loss_vs_{axis}", recipe,
                  lambda a=axis: fit_power_law(x[a], loss, bootstrap=bootstrap, seed=seed, ci=ci))
-        ratios = np.unique(np.round(np.log(x["tokens"] / x["params"]), 1))
-        if len(ratios) >= 3:
+        if _independent(np.log(x["params"]), np.log(x["tokens"])):
             _try(result, fits, "chinchilla", recipe,
                  lambda: fit_chinchilla(x["params"], x["tokens"], loss, bootstrap=bootstrap, seed=seed, ci=ci))
         budgets = [r["budget"] for r in rs if r["budget"]]
@@ -71,6 +70,13 @@ def analyse(rows: list[dict], *, bootstrap: int = 200, ci: float = 0.8, n_with_e
         if recipe != BASELINE:
             result.comparison[recipe] = compare(rs, base, result.fits[recipe], result.fits[BASELINE], ncol)
     return result
+
+
+def _independent(u: np.ndarray, v: np.ndarray) -> bool:
+    """True when log N and log D vary independently (not at fixed D, nor with D = k N up to rounding)."""
+    centered = np.stack([u - u.mean(), v - v.mean()], axis=1)
+    sv = np.linalg.svd(centered, compute_uv=False)
+    return len(u) >= 5 and sv[0] > 0 and sv[-1] / sv[0] > 0.05
 
 
 def _col(rows: list[dict], key: str) -> np.ndarray:

@@ -34,6 +34,7 @@ def plot_all(report_dir: Path, rows: list[dict], analysis: Analysis, curves: dic
     written = []
     for axis, (column, label) in axes.items():
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        losses = [r["final_val_loss"] for r in rows]
         for recipe in _recipes(rows):
             rs = [r for r in rows if r["recipe"] == recipe]
             x = np.array([r[column] for r in rs], float)
@@ -43,6 +44,7 @@ def plot_all(report_dir: Path, rows: list[dict], analysis: Analysis, curves: dic
             if fit is not None:
                 _curve(ax, fit, x, color(recipe))
         _finish(ax, label, "validation loss (nats/token)", f"loss vs {axis}")
+        ax.set_ylim(min(losses) * 0.97, max(losses) * 1.05)  # the curves' extrapolation must not set the scale
         written.append(_save(fig, report_dir / f"loss_vs_{axis}"))
     if curves:
         written.append(_training_curves(report_dir, rows, curves))
@@ -57,12 +59,14 @@ def _recipes(rows: list[dict]) -> list[str]:
 
 
 def _curve(ax, fit, x: np.ndarray, c: str) -> None:
-    grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, 200)
+    grid = np.geomspace(x.min() / 1.3, x.max() * 1.3, 200)
     ax.plot(grid, fit.predict(grid), color=c, lw=1.5, label=f"E + A x^-a: a={fit.alpha:.2f}, E={fit.E:.2f}")
     if fit.samples:
         s = fit.samples
-        draws = np.array([s["E"][i] + s["A"][i] * grid ** -s["alpha"][i] for i in range(len(s["A"]))])
-        lo, hi = np.nanpercentile(draws, [10, 90], axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            draws = np.array([s["E"][i] + s["A"][i] * grid ** -s["alpha"][i] for i in range(len(s["A"]))])
+        tail = (1 - fit.ci) / 2 * 100
+        lo, hi = np.nanpercentile(draws, [tail, 100 - tail], axis=0)
         ax.fill_between(grid, lo, hi, color=c, alpha=0.15, lw=0)
 
 
@@ -113,6 +117,7 @@ def _isoflop(report_dir: Path, rows: list[dict], iso: list, ncol: str, n_label: 
 def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

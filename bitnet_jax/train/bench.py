@@ -24,7 +24,7 @@ from bitnet_jax.errors import ConfigError
 from bitnet_jax.model import ModelConfig, Transformer, flops_per_token, param_counts
 from bitnet_jax.train.loop import attention_impl, compute_dtype
 from bitnet_jax.train.optim import Hyperparams, make_optimizer
-from bitnet_jax.train.step import make_train_step
+from bitnet_jax.train.step import FlatModel, init_state, make_train_step
 
 PRESETS = {
     # LLaMA-shaped ~125M (REFERENCE.md's PyTorch peer: d 768, 12 layers, SwiGLU 2048, vocab 32000 tied)
@@ -59,10 +59,10 @@ def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch_size, s
     dtype = compute_dtype(train_cfg.compute_dtype)
     attention = attention_impl(train_cfg.attention, dtype)
     model = Transformer(cfg, recipe, rngs=nnx.Rngs(0), dtype=dtype, attention_impl=attention)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    flat, params, rest = FlatModel.split(model)
     tx = make_optimizer(Hyperparams.resolve(dataclasses.replace(train_cfg, steps=10_000), recipe))
-    state = {"params": params, "opt": tx.init(params)}
-    step = make_train_step(graphdef, rest, tx)
+    state = init_state(params, rest, tx)
+    step = make_train_step(flat, tx)
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch_size, cfg.seq_len + 1), dtype=np.int32)
     batch = jnp.asarray(tokens)
     t0 = time.perf_counter()

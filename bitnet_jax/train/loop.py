@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from bitnet_jax.model import Transformer, flops_per_token, param_counts
 from bitnet_jax.train.checkpoint import Checkpoints
 from bitnet_jax.train.optim import Hyperparams, make_optimizer
 from bitnet_jax.train.outputs import DirectoryLock, MetricsWriter, read_json, write_json
-from bitnet_jax.train.step import make_eval_step, make_train_step
+from bitnet_jax.train.step import FlatModel, init_state, make_eval_step, make_train_step
 from bitnet_jax.train.tracking import make_tracker
 
 
@@ -88,10 +90,10 @@ def _run_locked(cfg: RunConfig, out: Path, resume: bool) -> RunResult:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer} "
                           f"tokenizer's vocabulary ({data.vocab_size}); set model.vocab_size={data.vocab_size}")
     model = build_model(cfg)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    flat, params, rest = FlatModel.split(model)
     hp = Hyperparams.resolve(cfg.train, cfg.recipe)
     tx = make_optimizer(hp)
-    state = {"params": params, "opt": tx.init(params)}
+    state = init_state(params, rest, tx)
     start, wandb_id = 0, None
     if resume and latest is not None:
         state, meta = ckpts.restore(latest, state)
@@ -118,7 +120,7 @@ def _run_locked(cfg: RunConfig, out: Path, resume: bool) -> RunResult:
     write_json(summary_path, summary)
     tracker = make_tracker(cfg, out, wandb_id)
     metrics = MetricsWriter(out / "metrics.jsonl", keep_through_step=start if resume else -1)
-    trainer = _Trainer(cfg, data, graphdef, rest, tx, ckpts, metrics, tracker, summary, summary_path)
+    trainer = _Trainer(cfg, data, flat, tx, ckpts, metrics, tracker, summary, summary_path)
     try:
         trainer.train(state, start)
     except BaseException as e:
@@ -149,21 +151,56 @@ def _check_same_model(cfg: RunConfig, config_path: Path) -> None:
                                       f"the config asks for {b}; resume with the same {section} or choose another --out")
 
 
-class _Trainer:
-    """The step loop. Metrics are fetched one step late so the host never stalls the device."""
+class _Prefetcher:
+    """Training batches for steps [start, stop), made and put on the device by a background thread, a few steps
+    ahead, so the host's share of a step overlaps the device's."""
 
-    def __init__(self, cfg, data, graphdef, rest, tx, ckpts, metrics, tracker, summary, summary_path):
+    def __init__(self, make, start: int, stop: int, depth: int = 4):
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(make, start, stop), daemon=True)
+        self._thread.start()
+
+    def _fill(self, make, start: int, stop: int) -> None:
+        try:
+            for step in range(start, stop):
+                batch = jax.device_put(make(step))
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except Exception as e:  # handed to the training thread, which raises it
+            self._queue.put(e)
+
+    def next(self) -> jax.Array:
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Trainer:
+    """The step loop. Metrics stay on the device and are fetched in groups (every log_every steps, and before any
+    checkpoint or evaluation), so the host rarely waits for the device."""
+
+    def __init__(self, cfg, data, flat, tx, ckpts, metrics, tracker, summary, summary_path):
         self.cfg, self.data, self.ckpts, self.metrics, self.tracker = cfg, data, ckpts, metrics, tracker
         self.summary, self.summary_path = summary, summary_path
-        self.step_fn = make_train_step(graphdef, rest, tx)
-        self.eval_fn = make_eval_step(graphdef, rest)
+        self.step_fn = make_train_step(flat, tx)
+        self.eval_fn = make_eval_step(flat)
         t = cfg.train
         self.val = jnp.asarray(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
         self.tokens_per_step = t.batch_size * cfg.model.seq_len
 
-    def batch(self, step: int) -> jax.Array:
-        return jnp.asarray(train_batch(self.data.train, self.cfg.data.seed, step, self.cfg.train.batch_size,
-                                       self.cfg.model.seq_len))
+    def make_batch(self, step: int) -> np.ndarray:
+        return train_batch(self.data.train, self.cfg.data.seed, step, self.cfg.train.batch_size,
+                           self.cfg.model.seq_len)
 
     def train(self, state, start: int) -> None:
         t = self.cfg.train
@@ -171,54 +208,57 @@ class _Trainer:
                    desc=self.cfg.recipe.name, dynamic_ncols=True)
         self.wall0, self.timed_from, self.timed_steps = time.perf_counter(), None, 0
         self.wall_before = self.summary["wall_s"]
-        pending = None
+        batches = _Prefetcher(self.make_batch, start, t.steps)
+        pending: list[tuple[int, dict]] = []
         try:
             for step in range(start, t.steps):
-                state, m = self.step_fn(state, self.batch(step))
-                if pending is not None and not self.record(*pending, bar):
-                    return
-                pending = (step + 1, m)
+                state, m = self.step_fn(state, batches.next())
                 done = step + 1
-                if done % t.ckpt_every == 0 or done % t.eval_every == 0 or done == t.steps:
-                    if not self.record(*pending, bar):  # only a state known to be finite is saved or evaluated
+                pending.append((done, m))
+                evaluate, save = done % t.eval_every == 0 or done == t.steps, done % t.ckpt_every == 0
+                if len(pending) >= t.log_every or evaluate or save or done == t.steps:
+                    if not self.record(pending, bar):  # only a state known to be finite is saved or evaluated
                         return
-                    pending = None
-                    if done % t.eval_every == 0 or done == t.steps:
-                        self.evaluate(state, done)
-                    if done % t.ckpt_every == 0 or done == t.steps:
-                        self.ckpts.save(done, state, {"step": done, "wandb_id": getattr(self.tracker, "run_id", None)})
+                    pending = []
+                if evaluate:
+                    self.evaluate(state, done)
+                if save or done == t.steps:
+                    self.ckpts.save(done, state, {"step": done, "wandb_id": getattr(self.tracker, "run_id", None)})
             self.summary["status"] = "finished"
         finally:
+            batches.close()
             bar.close()
             self.summary["wall_s"] = self.wall_before + time.perf_counter() - self.wall0
 
-    def record(self, step: int, m: dict, bar) -> bool:
-        """Fetch step `step`'s metrics; False (and status diverged) if the loss or gradient is not finite."""
-        m = {k: float(v) for k, v in jax.device_get(m).items()}
+    def record(self, pending: list[tuple[int, dict]], bar) -> bool:
+        """Fetch the metrics of the pending steps; False (and status diverged) at the first non-finite one."""
+        fetched = jax.device_get([m for _, m in pending])
         now = time.perf_counter()
         if self.timed_from is None:  # the first step includes compilation: time from its end
-            self.timed_from = now
-        else:
-            self.timed_steps += 1
-        tps = self.timed_steps * self.tokens_per_step / (now - self.timed_from) if self.timed_steps else None
+            self.timed_from, self.timed_steps = now, -len(pending)
+        self.timed_steps += len(pending)
+        elapsed = now - self.timed_from
+        tps = self.timed_steps * self.tokens_per_step / elapsed if self.timed_steps > 0 and elapsed > 0 else None
         s = self.summary
-        s.update(step=step, tokens=step * self.tokens_per_step, flops=s["flops_per_token"] * step * self.tokens_per_step,
-                 final_train_loss=m["loss"], tokens_per_sec=tps)
-        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-            s["status"] = "diverged"
-            s["error"] = f"non-finite loss {m['loss']} or gradient norm {m['grad_norm']} at step {step}"
-            self.log({"step": step, **m})
-            bar.write(f"run diverged at step {step}: {s['error']}; the last good checkpoint is kept "
-                      f"(step {self.ckpts.latest_step()})")
-            return False
-        bar.update(step - bar.n)
-        if step % self.cfg.train.log_every == 0 or step == self.cfg.train.steps:
-            self.log({"step": step, **m, "tokens": s["tokens"], "tokens_per_sec": tps})
-            bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{tps or 0:,.0f}")
+        for (step, _), raw in zip(pending, fetched):
+            m = {k: float(v) for k, v in raw.items()}
+            s.update(step=step, tokens=step * self.tokens_per_step, final_train_loss=m["loss"], tokens_per_sec=tps,
+                     flops=s["flops_per_token"] * step * self.tokens_per_step)
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+                s["status"] = "diverged"
+                s["error"] = f"non-finite loss {m['loss']} or gradient norm {m['grad_norm']} at step {step}"
+                self.log({"step": step, **m})
+                bar.write(f"run diverged at step {step}: {s['error']}; the last good checkpoint is kept "
+                          f"(step {self.ckpts.latest_step()})")
+                return False
+            if step % self.cfg.train.log_every == 0 or step == self.cfg.train.steps:
+                self.log({"step": step, **m, "tokens": s["tokens"], "tokens_per_sec": tps})
+        bar.update(pending[-1][0] - bar.n)
+        bar.set_postfix(loss=f"{s['final_train_loss']:.3f}", tok_s=f"{tps or 0:,.0f}")
         return True
 
     def evaluate(self, state, step: int) -> None:
-        val_loss = float(self.eval_fn(state["params"], self.val))
+        val_loss = float(self.eval_fn(state, self.val))
         bpb = val_loss / math.log(2) / self.data.bytes_per_token
         self.summary.update(final_val_loss=val_loss, val_bits_per_byte=bpb,
                             wall_s=self.wall_before + time.perf_counter() - self.wall0)

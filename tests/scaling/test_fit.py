@@ -112,10 +112,10 @@ def test_chinchilla_recovers_parameters(chinchilla_fit):
     fit = chinchilla_fit
     assert fit.n_points == 64
     assert fit.E == pytest.approx(EPOCH["E"], rel=0.03)
-    assert fit.alpha == pytest.approx(EPOCH["alpha"], rel=0.05)
-    assert fit.beta == pytest.approx(EPOCH["beta"], rel=0.05)
-    assert fit.A == pytest.approx(EPOCH["A"], rel=0.25)
-    assert fit.B == pytest.approx(EPOCH["B"], rel=0.25)
+    assert fit.alpha == pytest.approx(EPOCH["alpha"], rel=0.03)
+    assert fit.beta == pytest.approx(EPOCH["beta"], rel=0.03)
+    assert fit.A == pytest.approx(EPOCH["A"], rel=0.1)
+    assert fit.B == pytest.approx(EPOCH["B"], rel=0.15)
 
 
 def test_chinchilla_intervals_cover_truth(chinchilla_fit):
@@ -125,7 +125,7 @@ def test_chinchilla_intervals_cover_truth(chinchilla_fit):
         assert lo <= true <= hi, (name, lo, hi)
         assert chinchilla_fit.samples[name].shape == (100,)
     lo, hi = chinchilla_fit.intervals["alpha"]
-    assert hi - lo < 0.1  # tight enough to reject a wrong exponent
+    assert hi - lo < 0.05  # tight enough to reject a wrong exponent
 
 
 def test_chinchilla_frontier(chinchilla_fit):
