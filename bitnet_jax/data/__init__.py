@@ -1,6 +1,7 @@
 """Embedded corpora, tokenizers and deterministic batches."""
 
-from bitnet_jax.data.batches import TokenData, build_token_data, train_batch, unigram_bits_per_byte, val_batches
+from bitnet_jax.data.batches import (TokenData, build_token_data, check_window, train_batch, unigram_bits_per_byte,
+                                     val_batches)
 from bitnet_jax.data.corpus import SOURCES, Corpus, load_corpus
 from bitnet_jax.data.tokenizer import TOKENIZERS, ByteTokenizer, get_tokenizer
 
@@ -11,6 +12,7 @@ __all__ = [
     "Corpus",
     "TokenData",
     "build_token_data",
+    "check_window",
     "get_tokenizer",
     "load_corpus",
     "train_batch",

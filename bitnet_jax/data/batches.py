@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bitnet_jax.data import synthetic
@@ -66,14 +69,23 @@ def _split(ids: np.ndarray, val_fraction: float, seq_len: int, source: str, **fi
     return TokenData(train=train, val=val, source=source, **fields)
 
 
-def train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_len: int) -> np.ndarray:
-    """(batch_size, seq_len+1) int32 windows at random starts: a pure function of (seed, step)."""
-    max_start = len(tokens) - seq_len - 1
-    if max_start < 0:
-        raise DataError(f"{len(tokens)} training tokens cannot fill a window of seq_len+1 = {seq_len + 1}; lower model.seq_len")
-    # Seeding with [seed, step] makes any step reproducible without replaying the earlier ones.
-    starts = np.random.default_rng([seed, step]).integers(0, max_start, size=batch_size, endpoint=True)
-    return tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
+@functools.partial(jax.jit, static_argnames=("batch_size", "seq_len"))
+def train_batch(tokens, seed, step, batch_size: int, seq_len: int) -> jax.Array:
+    """(batch_size, seq_len+1) int32 windows at random starts: a pure function of (seed, step).
+
+    Written in JAX so the training step draws its batch on the device from the token array already there (no
+    host-to-device copy per step); threefry random bits are the same on every backend, so a batch is the same on a
+    CPU and a GPU. Callers check that the stream holds at least one window (`check_window`).
+    """
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - seq_len)
+    return jnp.asarray(tokens)[starts[:, None] + jnp.arange(seq_len + 1)].astype(jnp.int32)
+
+
+def check_window(tokens, seq_len: int) -> None:
+    if len(tokens) < seq_len + 1:
+        raise DataError(f"{len(tokens)} training tokens cannot fill a window of seq_len+1 = {seq_len + 1}; "
+                        f"lower model.seq_len")
 
 
 def val_batches(tokens: np.ndarray, batch_size: int, seq_len: int, max_batches: int) -> np.ndarray:

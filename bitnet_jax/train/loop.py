@@ -7,23 +7,21 @@ moment continues with `resume=True` and ends with exactly the losses of an unint
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import yaml
 from flax import nnx
 from tqdm.auto import tqdm
 
 from bitnet_jax import config as config_lib
 from bitnet_jax.config import RunConfig
-from bitnet_jax.data import build_token_data, train_batch, unigram_bits_per_byte, val_batches
+from bitnet_jax.data import build_token_data, check_window, train_batch, unigram_bits_per_byte, val_batches
 from bitnet_jax.errors import CheckpointError, ConfigError
 from bitnet_jax.model import Transformer, flops_per_token, param_counts
 from bitnet_jax.train.checkpoint import Checkpoints
@@ -151,40 +149,6 @@ def _check_same_model(cfg: RunConfig, config_path: Path) -> None:
                                       f"the config asks for {b}; resume with the same {section} or choose another --out")
 
 
-class _Prefetcher:
-    """Training batches for steps [start, stop), made and put on the device by a background thread, a few steps
-    ahead, so the host's share of a step overlaps the device's."""
-
-    def __init__(self, make, start: int, stop: int, depth: int = 4):
-        self._queue: queue.Queue = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, args=(make, start, stop), daemon=True)
-        self._thread.start()
-
-    def _fill(self, make, start: int, stop: int) -> None:
-        try:
-            for step in range(start, stop):
-                batch = jax.device_put(make(step))
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except Exception as e:  # handed to the training thread, which raises it
-            self._queue.put(e)
-
-    def next(self) -> jax.Array:
-        item = self._queue.get()
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 class _Trainer:
     """The step loop. Metrics stay on the device and are fetched in groups (every log_every steps, and before any
     checkpoint or evaluation), so the host rarely waits for the device."""
@@ -192,15 +156,15 @@ class _Trainer:
     def __init__(self, cfg, data, flat, tx, ckpts, metrics, tracker, summary, summary_path):
         self.cfg, self.data, self.ckpts, self.metrics, self.tracker = cfg, data, ckpts, metrics, tracker
         self.summary, self.summary_path = summary, summary_path
-        self.step_fn = make_train_step(flat, tx)
-        self.eval_fn = make_eval_step(flat)
         t = cfg.train
+        check_window(data.train, cfg.model.seq_len)
+        batch_of = functools.partial(train_batch, seed=cfg.data.seed, batch_size=t.batch_size,
+                                     seq_len=cfg.model.seq_len)
+        self.step_fn = make_train_step(flat, tx, lambda tokens, step: batch_of(tokens, step=step))
+        self.eval_fn = make_eval_step(flat)
+        self.tokens = jnp.asarray(data.train)  # the training stream lives on the device; batches are drawn there
         self.val = jnp.asarray(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
         self.tokens_per_step = t.batch_size * cfg.model.seq_len
-
-    def make_batch(self, step: int) -> np.ndarray:
-        return train_batch(self.data.train, self.cfg.data.seed, step, self.cfg.train.batch_size,
-                           self.cfg.model.seq_len)
 
     def train(self, state, start: int) -> None:
         t = self.cfg.train
@@ -208,11 +172,10 @@ class _Trainer:
                    desc=self.cfg.recipe.name, dynamic_ncols=True)
         self.wall0, self.timed_from, self.timed_steps = time.perf_counter(), None, 0
         self.wall_before = self.summary["wall_s"]
-        batches = _Prefetcher(self.make_batch, start, t.steps)
         pending: list[tuple[int, dict]] = []
         try:
             for step in range(start, t.steps):
-                state, m = self.step_fn(state, batches.next())
+                state, m = self.step_fn(state, self.tokens)
                 done = step + 1
                 pending.append((done, m))
                 evaluate, save = done % t.eval_every == 0 or done == t.steps, done % t.ckpt_every == 0
@@ -226,7 +189,6 @@ class _Trainer:
                     self.ckpts.save(done, state, {"step": done, "wandb_id": getattr(self.tracker, "run_id", None)})
             self.summary["status"] = "finished"
         finally:
-            batches.close()
             bar.close()
             self.summary["wall_s"] = self.wall_before + time.perf_counter() - self.wall0
 

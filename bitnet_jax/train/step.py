@@ -35,7 +35,8 @@ class FlatModel:
 
 
 def init_state(params: list, rest: list, tx: optax.GradientTransformation) -> dict:
-    return {"params": params, "opt": tx.init(params), "rest": rest}
+    """The whole training state: parameters, optimiser state, non-parameter variables and the step counter."""
+    return {"params": params, "opt": tx.init(params), "rest": rest, "step": jnp.zeros((), jnp.int32)}
 
 
 def next_token_loss(model: FlatModel, params: list, rest: list, batch: jax.Array) -> jax.Array:
@@ -44,15 +45,21 @@ def next_token_loss(model: FlatModel, params: list, rest: list, batch: jax.Array
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean()
 
 
-def make_train_step(model: FlatModel, tx: optax.GradientTransformation) -> Callable:
-    """step(state, batch) -> (state, metrics); `state` = {'params', 'opt', 'rest'} is donated."""
+def make_train_step(model: FlatModel, tx: optax.GradientTransformation,
+                    batch_of: Callable | None = None) -> Callable:
+    """step(state, data) -> (state, metrics); `state` is donated.
 
-    def step(state, batch):
+    `data` is the batch itself, or, given `batch_of(data, step)`, the token array (on the device) from which the
+    step's batch is drawn inside the step: no host-to-device copy per step.
+    """
+
+    def step(state, data):
+        batch = data if batch_of is None else batch_of(data, state["step"])
         loss, grads = jax.value_and_grad(next_token_loss, argnums=1)(model, state["params"], state["rest"], batch)
         updates, opt = tx.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **current_hyperparams(opt)}
-        return {"params": params, "opt": opt, "rest": state["rest"]}, metrics
+        return {"params": params, "opt": opt, "rest": state["rest"], "step": state["step"] + 1}, metrics
 
     return jax.jit(step, donate_argnums=0)
 
