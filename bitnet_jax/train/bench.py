@@ -24,7 +24,7 @@ from bitnet_jax.errors import ConfigError
 from bitnet_jax.model import ModelConfig, Transformer, flops_per_token, param_counts
 from bitnet_jax.train.loop import attention_impl, compute_dtype
 from bitnet_jax.train.optim import Hyperparams, make_optimizer
-from bitnet_jax.train.step import FlatModel, init_state, make_train_step
+from bitnet_jax.train.step import METRICS, FlatModel, init_state, make_train_step
 
 PRESETS = {
     # LLaMA-shaped ~125M (REFERENCE.md's PyTorch peer: d 768, 12 layers, SwiGLU 2048, vocab 32000 tied)
@@ -86,7 +86,7 @@ def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch_size, s
             "n_params_matmul": counts["matmul"], "batch": batch_size, "seq_len": cfg.seq_len,
             "dtype": jnp.dtype(dtype).name, "attention": attention, "device": jax.devices()[0].device_kind,
             "compile_s": compile_s, "step_ms": step_s * 1e3, "step_ms_min": min(times) * 1e3,
-            "tokens_per_sec": tps, "mfu": tps * fpt / (peak_tflops * 1e12), "loss": float(m["loss"])}
+            "tokens_per_sec": tps, "mfu": tps * fpt / (peak_tflops * 1e12), "loss": float(m[METRICS.index("loss")])}
 
 
 def table(rows: list[dict]) -> str:

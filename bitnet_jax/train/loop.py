@@ -27,7 +27,7 @@ from bitnet_jax.model import Transformer, flops_per_token, param_counts
 from bitnet_jax.train.checkpoint import Checkpoints
 from bitnet_jax.train.optim import Hyperparams, make_optimizer
 from bitnet_jax.train.outputs import DirectoryLock, MetricsWriter, read_json, write_json
-from bitnet_jax.train.step import FlatModel, init_state, make_eval_step, make_train_step
+from bitnet_jax.train.step import METRICS, FlatModel, init_state, make_eval_step, make_train_step
 from bitnet_jax.train.tracking import make_tracker
 
 
@@ -194,7 +194,7 @@ class _Trainer:
 
     def record(self, pending: list[tuple[int, dict]], bar) -> bool:
         """Fetch the metrics of the pending steps; False (and status diverged) at the first non-finite one."""
-        fetched = jax.device_get([m for _, m in pending])
+        fetched = jax.device_get(jnp.stack([m for _, m in pending]))  # one copy for the whole group
         now = time.perf_counter()
         if self.timed_from is None:  # the first step includes compilation: time from its end
             self.timed_from, self.timed_steps = now, -len(pending)
@@ -203,7 +203,7 @@ class _Trainer:
         tps = self.timed_steps * self.tokens_per_step / elapsed if self.timed_steps > 0 and elapsed > 0 else None
         s = self.summary
         for (step, _), raw in zip(pending, fetched):
-            m = {k: float(v) for k, v in raw.items()}
+            m = dict(zip(METRICS, map(float, raw)))
             s.update(step=step, tokens=step * self.tokens_per_step, final_train_loss=m["loss"], tokens_per_sec=tps,
                      flops=s["flops_per_token"] * step * self.tokens_per_step)
             if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
