@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bitnet_jax.sweep.runner import follow_parent
+
+    follow_parent()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -3,7 +3,7 @@
 - Finished and diverged runs are skipped; any other run is (re)started with `--resume`, so a killed run continues
   from its last checkpoint and ends with the losses of an uninterrupted one.
 - A lock file stops two runners sharing one directory; each run also locks its own directory.
-- A child dies with the runner (PR_SET_PDEATHSIG), so a SIGKILLed sweep leaves no orphan training.
+- A child dies with the runner (PR_SET_PDEATHSIG, see follow_parent), so a SIGKILLed sweep leaves no orphan.
 - A failed or diverged run does not stop the sweep; it is recorded with its status and left out of the fits.
 - On a host with several GPUs, runs go in parallel, one per GPU.
 """
@@ -30,6 +30,7 @@ from bitnet_jax.sweep.spec import PlannedRun
 from bitnet_jax.train.outputs import DirectoryLock, read_json, write_atomic, write_json
 
 DONE = ("finished", "diverged")
+PARENT_ENV = "BITNET_JAX_SWEEP_PARENT"
 
 
 @dataclass
@@ -100,13 +101,13 @@ def _execute(runs: list[PlannedRun], out: Path, parallel: int | None) -> dict[st
 
 
 def _run_one(r: PlannedRun, run_dir: Path, gpu: str | None) -> str:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     cmd = [sys.executable, "-m", "bitnet_jax.cli", "train", str(run_dir / "plan.yaml"), "--out", str(run_dir),
            "--resume"]
     with open(run_dir / "train.log", "a") as log:
-        code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     status = run_status(run_dir)
     if code != 0 and status not in DONE:  # a crash the run could not record itself
         summary = read_json(run_dir / "summary.json") or {}
@@ -116,12 +117,21 @@ def _run_one(r: PlannedRun, run_dir: Path, gpu: str | None) -> str:
     return status
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed when the runner dies, however it dies (Linux prctl PR_SET_PDEATHSIG)."""
+def follow_parent() -> None:
+    """In a run started by the runner: be killed when the runner dies, however it dies (Linux PR_SET_PDEATHSIG).
+
+    Set in the child itself rather than in a preexec_fn, since forking a multithreaded (JAX) process and running
+    Python before exec can deadlock. If the runner died before this point, exit now.
+    """
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None:
+        return
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except OSError:
-        pass
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):
+        os._exit(1)
 
 
 def _gpu_ids() -> list[str]:

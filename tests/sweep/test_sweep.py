@@ -145,3 +145,19 @@ def test_sigkilled_sweep_restarts_to_identical_results(tmp_path):
     for run in sweep.expand(sweep.load(spec)):  # each step trained and logged exactly once
         steps = [m["step"] for m in read_metrics(tmp_path / "killed" / run.run_id / "metrics.jsonl") if "loss" in m]
         assert steps == list(range(1, run.config.train.steps + 1)), (delay, run.run_id)
+
+
+def test_results_fit_and_report_commands_rebuild_from_run_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    sweep.run(write_spec(tmp_path / "s.yaml", recipes=["fp16"]), out)
+    capsys.readouterr()
+    for f in (out / "report").iterdir():
+        f.unlink()
+    assert main(["results", str(out)]) == 0
+    assert "fp16_d16L1f32_D640_s0" in capsys.readouterr().out
+    assert main(["fit", str(out)]) == 0
+    assert {p.name for p in (out / "report").iterdir()} == {"results.csv", "fits.json"}
+    assert main(["report", str(out)]) == 0
+    assert (out / "report" / "report.md").exists() and (out / "report" / "training_curves.png").exists()
+    assert main(["results", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
