@@ -1,7 +1,6 @@
 """bitnet_jax.model: parameter/FLOP counting against closed forms, layouts, forward pass, config errors, size families."""
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp

@@ -144,7 +144,7 @@ def _minimise(starts, X, y, W, delta, iters, ls_steps):
 
     Points are padded (weight 0) to a multiple of 32 and starts to a multiple of 16, so similar sizes share one
     compiled program."""
-    (J, P), n = starts.shape, len(y)
+    J, n = starts.shape[0], len(y)
     pts = np.concatenate([np.arange(n), np.zeros(_round_up(n, 32) - n, int)])
     rows = np.concatenate([np.arange(J), np.zeros(_round_up(J, 16) - J, int)])
     W = np.pad(W, ((0, 0), (0, len(pts) - n)))[rows]
