@@ -241,3 +241,14 @@ def test_too_few_points_raise(kind, n):
 def test_bad_options_raise(options):
     with pytest.raises(ValueError, match="bootstrap|ci"):
         fit_power_law(np.arange(1.0, 9.0), np.arange(9.0, 1.0, -1), **options)
+
+
+def test_exhaustive_search_reaches_the_screened_optimum():
+    rng = np.random.default_rng(5)
+    x = np.geomspace(1e6, 1e9, 12)
+    loss = (1.7 + 400 * x ** -0.3) * (1 + 0.003 * rng.standard_normal(12))
+    screened, exhaustive = fit_power_law(x, loss), fit_power_law(x, loss, search="exhaustive")
+    assert exhaustive.objective <= screened.objective * (1 + 1e-6) + 1e-12
+    assert exhaustive.E == pytest.approx(screened.E, rel=1e-3)
+    with pytest.raises(ValueError, match="search"):
+        fit_power_law(x, loss, search="random")
