@@ -35,6 +35,9 @@ class Checkpoints:
                                   f"({str(e).splitlines()[0][:200]}); resume with the run's own config.yaml") from None
         return got["state"], got["meta"]
 
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()

@@ -63,23 +63,25 @@ def build_model(cfg: RunConfig) -> Transformer:
 
 def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> RunResult:
     """Train one model as `cfg` says, writing everything under `out_dir` (locked while it trains)."""
-    with DirectoryLock(Path(out_dir) / ".lock", what="a training run"):
-        return _run_locked(cfg, Path(out_dir), resume)
+    out = Path(out_dir)
+    with DirectoryLock(out / ".lock", what="a training run"):
+        ckpts = Checkpoints(out / "ckpt", keep=cfg.train.keep_checkpoints)
+        try:
+            return _run_locked(cfg, out, resume, ckpts)
+        finally:
+            ckpts.close()
 
 
-def _run_locked(cfg: RunConfig, out: Path, resume: bool) -> RunResult:
+def _run_locked(cfg: RunConfig, out: Path, resume: bool, ckpts: Checkpoints) -> RunResult:
     summary_path, config_path = out / "summary.json", out / "config.yaml"
     previous = read_json(summary_path)
-    ckpts = Checkpoints(out / "ckpt", keep=cfg.train.keep_checkpoints)
     latest = ckpts.latest_step()
     if not resume and (latest is not None or previous is not None):
-        ckpts.close()
         raise CheckpointError(f"{out} already holds a run (step {latest or 0}); pass --resume to continue it "
                               f"or choose another --out")
     if resume and config_path.exists():
         _check_same_model(cfg, config_path)
     if resume and previous is not None and previous.get("status") == "finished" and latest == cfg.train.steps:
-        ckpts.close()
         return RunResult(out, previous)
 
     data = build_token_data(cfg.data.source, cfg.data.tokenizer, cfg.data.val_fraction, cfg.data.max_bytes,
@@ -127,7 +129,7 @@ def _run_locked(cfg: RunConfig, out: Path, resume: bool) -> RunResult:
         raise
     finally:
         metrics.close()
-        ckpts.close()
+        ckpts.wait()  # the last save is on disk before the summary says so
         write_json(summary_path, summary)
         if tracker is not None:
             tracker.finish(summary)
