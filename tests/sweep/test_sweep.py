@@ -161,3 +161,29 @@ def test_results_fit_and_report_commands_rebuild_from_run_files(tmp_path, capsys
     assert (out / "report" / "report.md").exists() and (out / "report" / "training_curves.png").exists()
     assert main(["results", str(tmp_path)]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_runs_go_in_parallel_one_per_gpu(tmp_path, monkeypatch):
+    import threading
+
+    from bitnet_jax.sweep import runner
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert runner._gpu_ids() == ["3", "5"]
+    active, seen, lock = set(), [], threading.Lock()
+
+    def fake_run(r, run_dir, gpu):  # stands in for the training subprocess
+        with lock:
+            assert gpu not in active  # never two runs on one GPU
+            active.add(gpu)
+            seen.append((gpu, len(active)))
+        time.sleep(0.2)
+        with lock:
+            active.discard(gpu)
+        return "finished"
+
+    monkeypatch.setattr(runner, "_run_one", fake_run)
+    runs = sweep.expand(sweep.load(write_spec(tmp_path / "s.yaml")))
+    statuses = runner._execute(runs, tmp_path / "out", parallel=None)
+    assert set(statuses.values()) == {"finished"} and len(seen) == 4
+    assert {g for g, _ in seen} == {"3", "5"} and max(n for _, n in seen) == 2  # both GPUs busy at once
