@@ -138,22 +138,27 @@ def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -
     where = "defaults"
     if path is not None:
         where = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', e)}") from None
+        raw = read_yaml(path, "config file") or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (recipe, model, data, train, tracking), "
                               f"got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item)
     return from_dict(raw, where)
+
+
+def read_yaml(path: str | Path, what: str):
+    """The parsed YAML file, or a one-line ConfigError naming the file and the line that does not parse."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {what} ({e.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{at}: {getattr(e, 'problem', e)}") from None
 
 
 def apply_override(raw: dict, item: str) -> None:

@@ -11,7 +11,6 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from bitnet_jax import config as config_lib
 from bitnet_jax.config import RunConfig
@@ -87,14 +86,7 @@ SECTIONS = {"family": FamilySpec, "budget": BudgetSpec, "executor": ExecutorSpec
 
 def load(path: str | Path) -> SweepSpec:
     where = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read sweep spec ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{where}: malformed YAML{at}: {getattr(e, 'problem', e)}") from None
+    raw = config_lib.read_yaml(path, "sweep spec")
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a sweep spec is a mapping (name, recipes, family, budget, ...)")
     try:

@@ -14,9 +14,6 @@ from pathlib import Path
 
 from bitnet_jax.errors import UserError
 
-STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
-
-
 def write_atomic(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
