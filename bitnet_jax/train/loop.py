@@ -160,9 +160,9 @@ class _Trainer:
         self.summary, self.summary_path = summary, summary_path
         t = cfg.train
         check_window(data.train, cfg.model.seq_len)
-        batch_of = functools.partial(train_batch, seed=cfg.data.seed, batch_size=t.batch_size,
-                                     seq_len=cfg.model.seq_len)
-        self.step_fn = make_train_step(flat, tx, lambda tokens, step: batch_of(tokens, step=step))
+        self.batch_of = functools.partial(train_batch, seed=cfg.data.seed, batch_size=t.batch_size,
+                                          seq_len=cfg.model.seq_len)
+        self.step_fn = make_train_step(flat, tx)
         self.eval_fn = make_eval_step(flat)
         self.tokens = jnp.asarray(data.train)  # the training stream lives on the device; batches are drawn there
         self.val = jnp.asarray(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
@@ -177,7 +177,8 @@ class _Trainer:
         pending: list[tuple[int, dict]] = []
         try:
             for step in range(start, t.steps):
-                state, m = self.step_fn(state, self.tokens)
+                batch = self.batch_of(self.tokens, step=state["step"])  # drawn on the device: no copy, no wait
+                state, m = self.step_fn(state, batch)
                 done = step + 1
                 pending.append((done, m))
                 evaluate, save = done % t.eval_every == 0 or done == t.steps, done % t.ckpt_every == 0

@@ -1,0 +1,83 @@
+"""Where does the training loop's time go on a GPU? Times the train step of the gpu_small smallest shape in the
+ways the bench and the loop call it, then profiles a real `bitnet-jax train` with cProfile.
+
+H100, 2026-11-23, before the fix: fixed batch 2.37 ms/step; the batch drawn inside the jitted step 72.7 ms/step
+(train_batch alone 0.12 ms); loop.run 89 ms/step. The loop now draws the batch in its own jitted call.
+
+    python experiments/gpu_small/diagnose_loop.py
+"""
+
+import cProfile
+import os
+import functools
+import json
+import pstats
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bitnet_jax import config as config_lib
+from bitnet_jax.data import build_token_data, train_batch
+from bitnet_jax.train import loop
+from bitnet_jax.train.optim import Hyperparams, make_optimizer
+from bitnet_jax.train.step import FlatModel, init_state, make_train_step
+
+OVERRIDES = ["recipe=fp16", "model.d_model=128", "model.n_layers=4", "model.n_heads=4", "model.d_ff=352",
+             "model.vocab_size=256", "model.seq_len=256", "train.batch_size=64", "data.source=python_stdlib",
+             "data.max_bytes=30000000", "tracking.progress=false", "train.log_every=100"]
+N = int(os.environ.get("DIAG_STEPS", 200))
+
+
+def timed(label, fn, n, block_each):
+    out = fn()
+    jax.block_until_ready(out)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        out = fn()
+        if block_each:
+            jax.block_until_ready(out)
+    jax.block_until_ready(out)
+    print(f"{label:<44} {(time.perf_counter() - t0) / n * 1e3:8.2f} ms/step", flush=True)
+
+
+def main():
+    cfg = config_lib.load(None, OVERRIDES + [f"train.steps={3 * N}", f"train.eval_every={3 * N}"])
+    t0 = time.perf_counter()
+    data = build_token_data(cfg.data.source, cfg.data.tokenizer, cfg.data.val_fraction, cfg.data.max_bytes,
+                            seq_len=cfg.model.seq_len, paths=cfg.data.paths)
+    print(f"data: {len(data.train):,} tokens dtype {data.train.dtype} in {time.perf_counter() - t0:.1f} s")
+    tokens = jnp.asarray(data.train)
+    print("tokens on", tokens.devices(), tokens.dtype)
+    batch_of = functools.partial(train_batch, seed=0, batch_size=64, seq_len=256)
+    timed("train_batch alone", lambda: batch_of(tokens, step=3), N, False)
+
+    model = loop.build_model(cfg)
+    flat, params, rest = FlatModel.split(model)
+    tx = make_optimizer(Hyperparams.resolve(cfg.train, cfg.recipe))
+    fixed = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, 257), dtype=np.int32))
+    step_fn = make_train_step(flat, tx)
+    for label, draw in (("fixed batch", lambda state: fixed),
+                        ("batch drawn per step (as the loop)", lambda state: batch_of(tokens, step=state["step"]))):
+        holder = {"state": init_state(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, rest), tx)}
+
+        def call():
+            holder["state"], m = step_fn(holder["state"], draw(holder["state"]))
+            return m
+
+        timed(label + ", block each step", call, N, True)
+        timed(label + ", async", call, N, False)
+
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.runcall(loop.run, cfg, "/tmp/diag_run", resume=True)
+    s = json.load(open("/tmp/diag_run/summary.json"))
+    tps = s["tokens_per_sec"] or float("nan")
+    print(f"loop.run: {time.perf_counter() - t0:.1f} s, {tps:,.0f} tokens/s ({64 * 256 / tps * 1e3:.2f} ms/step)")
+    pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(18)
+
+
+if __name__ == "__main__":
+    main()
