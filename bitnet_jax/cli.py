@@ -55,7 +55,8 @@ def cmd_bench(args, parser) -> int:
 
     rows = bench.run(preset=args.preset, recipe_names=args.recipes.split(","), batch_size=args.batch,
                      seq_len=args.seq, steps=args.steps, warmup=args.warmup, attention=args.attention,
-                     compute_dtype=args.dtype, overrides=args.overrides, peak_tflops=args.peak_tflops)
+                     compute_dtype=args.dtype, overrides=args.overrides, peak_tflops=args.peak_tflops,
+                     tokens=args.tokens)
     print(bench.table(rows))
     if args.json:
         bench.save(rows, args.json)
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--attention", default="auto", help="auto | xla | cudnn")
     b.add_argument("--dtype", default="auto", help="compute dtype: auto | float32 | bfloat16")
     b.add_argument("--peak-tflops", type=float, default=989.0, help="peak for MFU (H100 dense bf16: 989)")
+    b.add_argument("--tokens", default="text", choices=("text", "random"),
+                   help="batch contents: embedded English text (byte ids; realistic repeats) or uniform random ids")
     b.add_argument("--json", help="also write the rows to this JSON file")
     b.add_argument("overrides", nargs="*", help="model.key=value changes to the preset shape")
     b.set_defaults(func=cmd_bench, parser=b)

@@ -15,3 +15,22 @@ TINY = [
 @pytest.fixture
 def tiny():
     return list(TINY)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """trained_run(*overrides) -> the directory of a finished tiny run trained with TINY + overrides (cached for
+    the session: eval, inference and export tests share runs)."""
+    from bitnet_jax import config, train
+
+    cache: dict[tuple[str, ...], object] = {}
+
+    def make(*overrides: str):
+        key = tuple(overrides)
+        if key not in cache:
+            out = tmp_path_factory.mktemp("run")
+            train.run(config.load(None, TINY + ["train.steps=30", *overrides]), out)
+            cache[key] = out
+        return cache[key]
+
+    return make

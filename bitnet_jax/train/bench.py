@@ -1,6 +1,8 @@
 """`bitnet-jax bench`: time the full jitted train step (forward, backward, AdamW) per recipe at one shape.
 
-Random tokens, so it measures the device, not the data. Step time is the median over `steps` synchronised steps
+Batches are windows of the embedded English text (byte ids, `tokens="text"`, the default) or uniform random ids
+(`tokens="random"`). Use text: the token distribution matters on a GPU (a bfloat16 embedding gradient over text,
+where a few ids repeat thousands of times per batch, once ran 30x slower than over random ids). Step time is the median over `steps` synchronised steps
 after compilation and `warmup` untimed steps; MFU = tokens/s x FLOPs per token / peak, with FLOPs per token =
 6 N_matmul + 12 L d T (`model.flops_per_token`).
 """
@@ -20,6 +22,7 @@ from flax import nnx
 
 from bitnet_jax import config as config_lib, recipes
 from bitnet_jax.config import TrainConfig
+from bitnet_jax.data import build_token_data, check_window, train_batch
 from bitnet_jax.errors import ConfigError
 from bitnet_jax.model import ModelConfig, Transformer, flops_per_token, param_counts
 from bitnet_jax.train.loop import attention_impl, compute_dtype
@@ -35,9 +38,12 @@ PRESETS = {
 
 def run(preset: str = "125m", recipe_names: list[str] | None = None, *,
         batch_size: int = 16, seq_len: int | None = None, steps: int = 20, warmup: int = 3, attention: str = "auto",
-        compute_dtype: str = "auto", overrides: list[str] = (), peak_tflops: float = 989.0) -> list[dict]:
+        compute_dtype: str = "auto", overrides: list[str] = (), peak_tflops: float = 989.0,
+        tokens: str = "text") -> list[dict]:
     if preset not in PRESETS:
         raise ConfigError(f"unknown bench preset {preset!r}; available: {', '.join(PRESETS)}")
+    if tokens not in ("text", "random"):
+        raise ConfigError(f"unknown bench tokens {tokens!r}; use text or random")
     names = recipe_names or ["fp16", "bitnet_b158"]
     raw = {"model": dataclasses.asdict(PRESETS[preset])}
     if seq_len:
@@ -48,14 +54,25 @@ def run(preset: str = "125m", recipe_names: list[str] | None = None, *,
     train_cfg = TrainConfig(attention=attention, compute_dtype=compute_dtype)
     rows = []
     for name in names:
-        rows.append(_time_recipe(model_cfg, recipes.get(name), train_cfg, batch_size, steps, warmup, peak_tflops))
+        batch = _batch(tokens, batch_size, model_cfg)
+        rows.append(_time_recipe(model_cfg, recipes.get(name), train_cfg, batch, steps, warmup, peak_tflops))
+        rows[-1]["tokens"] = tokens
     base = next((r for r in rows if r["recipe"] == "fp16"), None)
     for r in rows:
         r["step_ratio_vs_fp16"] = r["step_ms"] / base["step_ms"] if base else None
     return rows
 
 
-def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch_size, steps, warmup, peak_tflops) -> dict:
+def _batch(kind: str, batch_size: int, cfg: ModelConfig) -> jax.Array:
+    if kind == "random":
+        ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch_size, cfg.seq_len + 1), dtype=np.int32)
+        return jnp.asarray(ids)
+    data = build_token_data("python_docs", "byte", seq_len=cfg.seq_len)
+    check_window(data.train, cfg.seq_len)
+    return train_batch(jnp.asarray(data.train), 0, 0, batch_size, cfg.seq_len)
+
+
+def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch, steps, warmup, peak_tflops) -> dict:
     dtype = compute_dtype(train_cfg.compute_dtype)
     attention = attention_impl(train_cfg.attention, dtype)
     model = Transformer(cfg, recipe, rngs=nnx.Rngs(0), dtype=dtype, attention_impl=attention)
@@ -63,8 +80,7 @@ def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch_size, s
     tx = make_optimizer(Hyperparams.resolve(dataclasses.replace(train_cfg, steps=10_000), recipe))
     state = init_state(params, rest, tx)
     step = make_train_step(flat, tx)
-    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch_size, cfg.seq_len + 1), dtype=np.int32)
-    batch = jnp.asarray(tokens)
+    batch_size = batch.shape[0]
     t0 = time.perf_counter()
     state, m = step(state, batch)
     jax.block_until_ready(m)
@@ -92,7 +108,7 @@ def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch_size, s
 def table(rows: list[dict]) -> str:
     head = f"{'recipe':<20}{'layout':<10}{'params':>10}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}{'vs fp16':>9}"
     lines = [f"device: {rows[0]['device']}  batch {rows[0]['batch']} x seq {rows[0]['seq_len']}  "
-             f"dtype {rows[0]['dtype']}  attention {rows[0]['attention']}", head]
+             f"dtype {rows[0]['dtype']}  attention {rows[0]['attention']}  tokens {rows[0]['tokens']}", head]
     for r in rows:
         ratio = "-" if r["step_ratio_vs_fp16"] is None else f"{r['step_ratio_vs_fp16']:.3f}"
         lines.append(f"{r['recipe']:<20}{r['layout']:<10}{r['n_params'] / 1e6:>9.1f}M{r['step_ms']:>10.2f}"

@@ -52,9 +52,7 @@ def make_train_step(model: FlatModel, tx: optax.GradientTransformation) -> Calla
     """step(state, batch) -> (state, metrics); `state` is donated; `metrics` is one float32 vector in METRICS order,
     so fetching many steps' metrics is one device-to-host copy (each copy costs milliseconds on some hosts).
 
-    Draw the batch in its own jitted call (the loop uses `data.train_batch` on the device-resident token stream):
-    drawn inside this step, XLA fused the window gather into the step and an H100 step of the gpu_small smallest
-    shape took 73 ms instead of 2.4 ms (experiments/gpu_small/diagnose_loop.py).
+    The loop draws each batch in its own jitted call (`data.train_batch`) on the device-resident token stream.
     """
 
     def step(state, batch):
