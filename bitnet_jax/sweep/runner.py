@@ -109,7 +109,7 @@ def _run_one(r: PlannedRun, run_dir: Path, gpu: str | None) -> str:
     with open(run_dir / "train.log", "a") as log:
         code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     status = run_status(run_dir)
-    if code != 0 and status not in DONE:  # a crash the run could not record itself
+    if code != 0 and status not in (*DONE, "interrupted"):  # a crash the run could not record itself
         summary = read_json(run_dir / "summary.json") or {}
         summary.update(status="failed", error=f"exit code {code}; see {run_dir / 'train.log'}")
         write_json(run_dir / "summary.json", summary)

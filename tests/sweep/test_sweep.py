@@ -187,3 +187,23 @@ def test_runs_go_in_parallel_one_per_gpu(tmp_path, monkeypatch):
     statuses = runner._execute(runs, tmp_path / "out", parallel=None)
     assert set(statuses.values()) == {"finished"} and len(seen) == 4
     assert {g for g, _ in seen} == {"3", "5"} and max(n for _, n in seen) == 2  # both GPUs busy at once
+
+
+def test_an_interrupted_run_keeps_its_status_and_a_crash_is_failed(tmp_path, monkeypatch):
+    """A run stopped by Ctrl-C records `interrupted` itself (resumed next time); a crash that recorded nothing
+    is marked failed by the runner with the exit code."""
+    from bitnet_jax.sweep import runner
+    from bitnet_jax.train.outputs import write_json
+
+    def fake_call(status):
+        def call(cmd, **kw):
+            if status:
+                write_json(tmp_path / "summary.json", {"status": status})
+            return -2
+        return call
+
+    monkeypatch.setattr(runner.subprocess, "call", fake_call("interrupted"))
+    assert runner._run_one(None, tmp_path, None) == "interrupted"
+    monkeypatch.setattr(runner.subprocess, "call", fake_call("running"))
+    assert runner._run_one(None, tmp_path, None) == "failed"
+    assert "exit code -2" in read_json(tmp_path / "summary.json")["error"]
