@@ -27,9 +27,27 @@ WANDB_MODES = ("disabled", "offline", "online")
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "python_docs"  # python_docs | python_stdlib | files | markov
-    paths: tuple[str, ...] = ()  # source: files -- glob patterns of UTF-8 text files ('**' recurses)
-    tokenizer: str = "byte"
+    # python_docs | python_stdlib | files | tfds | tokens | markov, or a file path / glob (.txt, .jsonl: files;
+    # .npy, .bin: tokens)
+    source: str = "python_docs"
+    paths: tuple[str, ...] = ()  # source: files / tokens -- glob patterns of files ('**' recurses)
+    text_field: str = "text"  # .jsonl files: the field of each line that holds the document
+    text_errors: str = "strict"  # empty or non-UTF-8 files: strict (stop, naming file and offset) | skip | replace
+    tfds_name: str | None = None  # source: tfds -- a prepared dataset, e.g. lm1b, c4/en, or one `data build` made
+    tfds_data_dir: str | None = None  # default ~/tensorflow_datasets
+    tfds_split: str = "train"  # TFDS split syntax, e.g. train or train[:10%]
+    tfds_feature: str = "text"
+    tokenizer: str = "byte"  # byte | sentencepiece | hf
+    tokenizer_path: str | None = None  # .model / tokenizer.json; sentencepiece: trained and saved here if missing
+    tokenizer_vocab_size: int = 8192  # sentencepiece training
+    sentencepiece_type: str = "unigram"  # unigram | bpe
+    token_dtype: str = "uint16"  # source: tokens, raw .bin files
+    tokens_vocab_size: int | None = None  # source: tokens -- None: largest id + 1
+    tokens_bytes_per_token: float | None = None  # source: tokens -- text bytes per token, for bits per byte
+    cache: bool | None = None  # token cache; None: on unless an embedded corpus with the byte tokenizer
+    cache_dir: str | None = None  # None: $BITNET_JAX_CACHE or ~/.cache/bitnet_jax
+    on_device: bool | None = None  # training stream on the accelerator; None: when <= device_max_tokens
+    device_max_tokens: int = 1 << 28
     val_fraction: float = 0.05
     max_bytes: int | None = None
     seed: int = 0  # the batch of step s is a pure function of (seed, s)
@@ -54,6 +72,33 @@ class DataConfig:
                 self.markov()
             except DataError as e:
                 raise ConfigError(f"data.{e}") from None
+        self._check_sources_and_tokenizer()
+
+    def _check_sources_and_tokenizer(self):
+        from bitnet_jax.data.sources import TEXT_ERRORS, resolve_source
+        from bitnet_jax.data.tokenizer import TOKENIZERS
+        from bitnet_jax.data.tokens import BIN_DTYPES
+
+        try:
+            kind, paths = resolve_source(self)
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+        choices = (("tokenizer", TOKENIZERS), ("text_errors", TEXT_ERRORS), ("token_dtype", BIN_DTYPES),
+                   ("sentencepiece_type", ("unigram", "bpe")))
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"data.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.tokenizer == "hf" and not self.tokenizer_path:
+            raise ConfigError("data.tokenizer=hf needs data.tokenizer_path (a Hugging Face tokenizer.json)")
+        if kind == "tfds" and not self.tfds_name:
+            raise ConfigError("data.source=tfds needs data.tfds_name (e.g. lm1b, c4/en, or a `data build` name)")
+        if kind in ("files", "tokens") and not paths:
+            raise ConfigError(f"data.source={kind} needs data.paths (files or globs such as corpus/*.jsonl)")
+        for name in ("tokenizer_vocab_size", "device_max_tokens", "tokens_vocab_size"):
+            if (getattr(self, name) or 1) < 1:
+                raise ConfigError(f"data.{name}={getattr(self, name)}: must be a positive integer")
+        if self.tokens_bytes_per_token is not None and self.tokens_bytes_per_token <= 0:
+            raise ConfigError(f"data.tokens_bytes_per_token={self.tokens_bytes_per_token}: must be > 0")
 
 
 @dataclass(frozen=True)
@@ -102,12 +147,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
+    """metrics.jsonl is always written; wandb is extra (offline needs no account: `wandb sync` uploads later)."""
+
     wandb: str = "disabled"  # disabled | offline | online
-    project: str = "bitnet-jax"
-    entity: str | None = None
-    group: str | None = None
-    name: str | None = None
-    tags: tuple[str, ...] = ()
+    project: str = "bitnet-jax"  # wandb project
+    entity: str | None = None  # wandb user or team; None: the logged-in user's default
+    group: str | None = None  # wandb group; a sweep sets its name here unless the spec gives one
+    name: str | None = None  # wandb run name; a sweep sets the run id
+    tags: tuple[str, ...] = ()  # wandb tags
     progress: bool = True  # a progress bar with loss and tokens/s
 
     def __post_init__(self):

@@ -14,6 +14,8 @@ from bitnet_jax.data.corpus import SOURCES, load_corpus
 from bitnet_jax.data.tokenizer import get_tokenizer
 from bitnet_jax.errors import DataError
 
+_COUNT_BLOCK = 1 << 24
+
 
 # eq=False: numpy arrays have no truth value, so generated __eq__/__hash__ would fail.
 @dataclass(frozen=True, eq=False)
@@ -25,6 +27,8 @@ class TokenData:
     source: str
     sha256: str
     entropy_floor: float | None = None  # synthetic sources: the lowest reachable mean loss (nats/token) on windows
+    tokenizer: str = "byte"
+    tokenizer_sha256: str = "byte"  # identity of the tokenizer model: a resumed run must use the same one
 
 
 def build_token_data(
@@ -36,24 +40,28 @@ def build_token_data(
     markov: synthetic.MarkovSpec | None = None,
     paths: tuple[str, ...] = (),
 ) -> TokenData:
-    """Tokenize a corpus (or draw the synthetic Markov source) and split off its last val_fraction as validation."""
+    """Tokenize a corpus (or draw the synthetic Markov source) and split off its last val_fraction as validation.
+
+    The in-memory path for the embedded corpora (benchmarks, tests); runs use `load_token_data(data_config)`, which
+    adds every source, tokenizer and the token cache."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}; use e.g. 0.05")
     if source == "markov":
-        return _split(synthetic.sample(markov), val_fraction, seq_len, source, vocab_size=markov.vocab,
-                      bytes_per_token=1.0, sha256=synthetic.digest(markov),
-                      entropy_floor=synthetic.window_floor(markov, seq_len))
+        return split_tokens(synthetic.sample(markov), val_fraction, seq_len, source, vocab_size=markov.vocab,
+                            bytes_per_token=1.0, sha256=synthetic.digest(markov),
+                            entropy_floor=synthetic.window_floor(markov, seq_len))
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; available: {', '.join(SOURCES)}, markov")
     tok = get_tokenizer(tokenizer)
     corpus = load_corpus(source, max_bytes, paths)
     ids = tok.encode(corpus.text)
-    return _split(ids, val_fraction, seq_len, source, vocab_size=tok.vocab_size,
-                  bytes_per_token=len(corpus.text) / len(ids), sha256=corpus.sha256)
+    return split_tokens(ids, val_fraction, seq_len, source, vocab_size=tok.vocab_size,
+                        bytes_per_token=len(corpus.text) / len(ids), sha256=corpus.sha256)
 
 
-def _split(ids: np.ndarray, val_fraction: float, seq_len: int, source: str, **fields) -> TokenData:
-    # Contiguous tail: no training window can overlap the validation text.
+def split_tokens(ids: np.ndarray, val_fraction: float, seq_len: int, source: str, **fields) -> TokenData:
+    """The stream split into a training head and a contiguous validation tail (no training window can overlap the
+    validation text); slices of a memory-mapped stream stay memory-mapped."""
     n_val = int(round(len(ids) * val_fraction))
     train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
     fixes = {
@@ -77,9 +85,44 @@ def train_batch(tokens, seed, step, batch_size: int, seq_len: int) -> jax.Array:
     host-to-device copy per step); threefry random bits are the same on every backend, so a batch is the same on a
     CPU and a GPU. Callers check that the stream holds at least one window (`check_window`).
     """
-    key = jax.random.fold_in(jax.random.key(seed), step)
-    starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - seq_len)
+    starts = window_starts(seed, step, tokens.shape[0], batch_size, seq_len)
     return jnp.asarray(tokens)[starts[:, None] + jnp.arange(seq_len + 1)].astype(jnp.int32)
+
+
+def window_starts(seed, step, n_tokens: int, batch_size: int, seq_len: int) -> jax.Array:
+    """The batch's window starts, uniform in [0, n_tokens - seq_len): the one definition both batch paths use."""
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    return jax.random.randint(key, (batch_size,), 0, n_tokens - seq_len)
+
+
+_host_starts = jax.jit(window_starts, static_argnums=(2, 3, 4))
+
+
+def host_train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_len: int) -> np.ndarray:
+    """The same (batch_size, seq_len+1) int32 windows as `train_batch`, gathered on the host from a (memory-mapped)
+    stream too large for the device: the starts are drawn by the same threefry function on the CPU backend."""
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        starts = np.asarray(_host_starts(seed, step, len(tokens), batch_size, seq_len))
+    return np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int32)
+
+
+class TrainBatches:
+    """Training batches of a run: drawn on the device from the stream held there, or, for a stream longer than
+    `device_max_tokens` (or on_device=False), gathered on the host and copied over. Both give identical batches."""
+
+    def __init__(self, tokens: np.ndarray, seed: int, batch_size: int, seq_len: int, on_device: bool | None = None,
+                 device_max_tokens: int = 1 << 28):
+        check_window(tokens, seq_len)
+        self.on_device = len(tokens) <= device_max_tokens if on_device is None else on_device
+        self.seed, self.batch_size, self.seq_len = seed, batch_size, seq_len
+        self.tokens = jnp.asarray(tokens) if self.on_device else tokens
+
+    def __call__(self, step: int, device_step=None) -> jax.Array:
+        """The batch of `step`; the device path takes the step as a device scalar when given (no host sync)."""
+        if self.on_device:
+            return train_batch(self.tokens, self.seed, step if device_step is None else device_step,
+                               batch_size=self.batch_size, seq_len=self.seq_len)
+        return jax.device_put(host_train_batch(self.tokens, self.seed, step, self.batch_size, self.seq_len))
 
 
 def check_window(tokens, seq_len: int) -> None:
@@ -104,7 +147,9 @@ def val_batches(tokens: np.ndarray, batch_size: int, seq_len: int, max_batches: 
 
 def unigram_bits_per_byte(train: np.ndarray, val: np.ndarray, vocab_size: int, bytes_per_token: float) -> float:
     """Cross-entropy of val under the add-one smoothed unigram of train, in bits per byte: the baseline to beat."""
-    counts = np.bincount(np.asarray(train, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    counts = np.ones(vocab_size, dtype=np.float64)
+    for start in range(0, len(train), _COUNT_BLOCK):  # in blocks: a memory-mapped stream is never read whole
+        counts += np.bincount(np.asarray(train[start : start + _COUNT_BLOCK], dtype=np.int64), minlength=vocab_size)
     log2_p = np.log2(counts) - np.log2(counts.sum())
     bits_per_token = -log2_p[np.asarray(val, dtype=np.int64)].mean()
     return float(bits_per_token / bytes_per_token)

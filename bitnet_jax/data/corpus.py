@@ -1,4 +1,5 @@
-"""Embedded text corpora that ship with the Python interpreter: no download, no disk cache."""
+"""Embedded text corpora that ship with the Python interpreter (no download), and `load_corpus` for small corpora
+held in memory as one UTF-8 string (sources.py streams the same text for the token cache)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from bitnet_jax.errors import DataError
 
 SOURCES = ("python_docs", "python_stdlib", "files")
-_SEP = b"\n\n"
+SEP = b"\n\n"
 _SKIP_DIRS = {"site-packages", "test", "tests", "idlelib", "__pycache__"}
 
 
@@ -24,13 +25,13 @@ class Corpus:
     n_documents: int
 
 
-def _python_docs() -> list[bytes]:
+def python_docs() -> list[bytes]:
     from pydoc_data.topics import topics
 
     return [topics[key].encode("utf-8") for key in sorted(topics)]
 
 
-def _stdlib_paths() -> list[Path]:
+def stdlib_paths() -> list[Path]:
     root = Path(sysconfig.get_paths()["stdlib"])
     rels = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -40,18 +41,18 @@ def _stdlib_paths() -> list[Path]:
     return [root / r for r in sorted(rels)]
 
 
-def _file_paths(patterns: tuple[str, ...]) -> list[Path]:
+def file_paths(patterns: tuple[str, ...]) -> list[Path]:
     """Every file matched by the glob patterns (`**` recurses), sorted, each once."""
     found = set()
     for pattern in patterns:
         found.update(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
     if not found:
-        raise DataError(f"data.paths {list(patterns)} matched no files; give existing files or glob patterns "
-                        f"such as 'corpus/**/*.txt'")
+        raise DataError(f"data paths {list(patterns)} matched no files; give existing files or glob patterns "
+                        f"such as 'corpus/**/*.txt' (data.source or data.paths)")
     return [Path(p) for p in sorted(found)]
 
 
-def _read_utf8(paths: list[Path], max_bytes: int | None) -> list[bytes]:
+def read_utf8(paths: list[Path], max_bytes: int | None) -> list[bytes]:
     """The files that are valid UTF-8 (others are skipped), until max_bytes is reached."""
     docs, size = [], 0
     for path in paths:
@@ -64,26 +65,30 @@ def _read_utf8(paths: list[Path], max_bytes: int | None) -> list[bytes]:
         except UnicodeDecodeError:
             continue
         docs.append(raw)
-        size += len(raw) + len(_SEP)
+        size += len(raw) + len(SEP)
     return docs
 
 
-def load_corpus(source: str = "python_docs", max_bytes: int | None = None, paths: tuple[str, ...] = ()) -> Corpus:
+def load_corpus(source: str = "python_docs", max_bytes: int | None = None, paths: tuple[str, ...] = (),
+                text_field: str = "text", text_errors: str = "strict") -> Corpus:
     """Load a corpus as UTF-8 bytes, documents joined by a blank line, truncated to max_bytes.
 
-    `python_docs` and `python_stdlib` ship with the interpreter; `files` reads the UTF-8 files matched by the glob
-    patterns in `paths`, in sorted order."""
+    `python_docs` and `python_stdlib` ship with the interpreter; `files` reads the files matched by the glob
+    patterns in `paths`, in sorted order (`.jsonl`: one document per line, its `text_field`; text_errors says what
+    to do with empty or non-UTF-8 files: strict | skip | replace)."""
+    from bitnet_jax.data.sources import iter_file_documents
+
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; set data.source to one of {', '.join(SOURCES)}")
     if max_bytes is not None and max_bytes <= 0:
         raise DataError(f"data.max_bytes must be positive, got {max_bytes}; raise it or leave it unset")
     if source == "python_docs":
-        docs = _python_docs()
+        docs = python_docs()
     elif source == "python_stdlib":
-        docs = _read_utf8(_stdlib_paths(), max_bytes)
+        docs = read_utf8(stdlib_paths(), max_bytes)
     else:
-        docs = _read_utf8(_file_paths(tuple(paths)), max_bytes)
-    text = _SEP.join(docs)
+        docs = list(iter_file_documents(file_paths(tuple(paths)), text_field, text_errors))
+    text = SEP.join(docs)
     if max_bytes is not None:
         text = text[:max_bytes]
     if not text:

@@ -65,6 +65,11 @@ def render(spec: SweepSpec, rows: list[dict], analysis: Analysis, plots: list[st
              "inference-optimal scaling law): below 1, the quantised model reaches that loss for less inference "
              "energy per token.", "",
              "## Runs", "", _runs_table(rows), ""]
+    evaluated = _eval_section(rows)
+    if evaluated:
+        lines += ["## Zero-shot evaluation", "", "Multiple choice by log-likelihood (lm-eval-harness convention): "
+                  "acc / acc_norm (length-normalised) per task, and bits per byte on the held-out text, for each "
+                  "finished run at its best learning rate.", "", evaluated, ""]
     lines += ["## Fits", ""]
     for recipe, fits in analysis.fits.items():
         for name, fit in fits.items():
@@ -102,6 +107,27 @@ def _runs_table(rows: list[dict]) -> str:
                      f"{r['status']} | {_num(r['n_params_non_embedding'])} | {_num(r['tokens'])} | {_num(r['flops'])} |"
                      f" {_num(r['final_val_loss'], 4)} | {_num(r['val_bits_per_byte'], 3)} | "
                      f"{_num(r['tokens_per_sec'])} | {_num(r['energy_per_token_7nm_j'])} | {_num(r['wall_s'], 0)} |")
+    return "\n".join(lines)
+
+
+def _eval_section(rows: list[dict]) -> str:
+    """Markdown table: recipe, N, D, then acc / acc_norm per task and held-out bits per byte ('' if nothing ran)."""
+    done = sorted((r for r in fit_rows(rows) if r.get("eval")),
+                  key=lambda r: (r["recipe"], r["n_params_non_embedding"] or 0, r["tokens"] or 0))
+    if not done:
+        return ""
+    tasks = list(dict.fromkeys(t for r in done for t in (r["eval"].get("tasks") or {})))
+    has_text = any(r["eval"].get("text") for r in done)
+    head = ["recipe", "N", "D", *(f"{t} acc / acc_norm" for t in tasks), *(["held-out bits/byte"] if has_text else [])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in done:
+        scores = r["eval"].get("tasks") or {}
+        cells = [f"{_num(scores[t]['acc'], 3)} / {_num(scores[t]['acc_norm'], 3)}" if t in scores else "-"
+                 for t in tasks]
+        if has_text:
+            cells.append(_num((r["eval"].get("text") or {}).get("bits_per_byte"), 3))
+        lines.append(f"| {r['recipe']} | {_num(r['n_params_non_embedding'])} | {_num(r['tokens'])} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -47,6 +47,7 @@ def _row(run_dir: Path, run_id: str, budget: float | None) -> dict:
         "energy_per_token_7nm_j": inference_energy(model, cfg.recipe, node="7nm")["total"],
         "energy_per_token_45nm_j": inference_energy(model, cfg.recipe, node="45nm")["total"],
         "wall_s": s.get("wall_s"), "best_lr": False, "data_entropy_floor": s.get("data_entropy_floor"),
+        "eval": s.get("eval"),  # bitnet_jax.eval results, when the sweep has an eval section
     }
 
 
@@ -68,12 +69,48 @@ def fit_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["best_lr"]]
 
 
+def eval_metrics(row: dict) -> dict[str, float | None]:
+    """A run's evaluation as flat columns: eval_<task>_acc, eval_<task>_acc_norm, eval_text_bits_per_byte, ..."""
+    ev = row.get("eval") or {}
+    out = {}
+    for task, r in (ev.get("tasks") or {}).items():
+        out[f"eval_{task}_acc"], out[f"eval_{task}_acc_norm"] = r.get("acc"), r.get("acc_norm")
+    if ev.get("text"):
+        out["eval_text_loss"], out["eval_text_bits_per_byte"] = ev["text"].get("loss"), ev["text"].get("bits_per_byte")
+    return out
+
+
+def eval_columns(rows: list[dict]) -> list[str]:
+    """The eval columns any row has, in first-seen order."""
+    return list(dict.fromkeys(k for r in rows for k in eval_metrics(r)))
+
+
 def write_csv(rows: list[dict], path: str | Path) -> None:
+    """COLUMNS, then one column per evaluation metric present in any run."""
+    extra = eval_columns(rows)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *extra], extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**r, **eval_metrics(r)} for r in rows)
     write_atomic(path, buf.getvalue())
+
+
+def format_eval_table(rows: list[dict]) -> str:
+    """Zero-shot accuracy (acc / acc_norm) and held-out bits per byte per run; empty when no run was evaluated."""
+    evaluated = [r for r in rows if r.get("eval")]
+    if not evaluated:
+        return ""
+    tasks = list(dict.fromkeys(t for r in evaluated for t in (r["eval"].get("tasks") or {})))
+    lines = [f"{'run id':<48}" + "".join(f"{t[:17]:>18}" for t in tasks) + f"{'text bpb':>10}"]
+    for r in evaluated:
+        cells = []
+        for t in tasks:
+            res = (r["eval"].get("tasks") or {}).get(t)
+            cells.append(f"{res['acc']:.3f} / {res['acc_norm']:.3f}" if res else "-")
+        text = r["eval"].get("text") or {}
+        lines.append(f"{r['run_id']:<48}" + "".join(f"{c:>18}" for c in cells)
+                     + _f(text.get("bits_per_byte"), 10, 3))
+    return "\n".join(["zero-shot accuracy (acc / acc_norm)", *lines])
 
 
 def format_table(rows: list[dict]) -> str:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from bitnet_jax import config as config_lib
 from bitnet_jax.sweep import spec as spec_lib
-from bitnet_jax.sweep.spec import PlannedRun
+from bitnet_jax.sweep.spec import EvalSpec, PlannedRun
 from bitnet_jax.train.outputs import DirectoryLock, read_json, write_atomic, write_json
 
 DONE = ("finished", "diverged")
@@ -48,12 +48,14 @@ def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bo
     if dry_run:
         print(spec_lib.describe(runs, spec))
         return SweepResult(out, runs, {r.run_id: run_status(out / r.run_id) for r in runs})
+    if spec.eval.active:
+        _check_eval_inputs(spec.eval)
     out.mkdir(parents=True, exist_ok=True)
     with DirectoryLock(out / ".sweep.lock", what="a sweep runner"):
         write_atomic(out / "sweep.yaml", Path(spec_path).read_text())
         for r in runs:
             config_lib.dump(r.config, out / r.run_id / "plan.yaml")
-        statuses = _execute(runs, out, spec.executor.parallel)
+        statuses = _execute(runs, out, spec.executor.parallel, spec.eval)
         from bitnet_jax.scaling.report import build_report  # plotting libraries only once runs are done
 
         build_report(out)
@@ -65,9 +67,12 @@ def run_status(run_dir: Path) -> str:
     return summary.get("status", "running") if summary else "pending"
 
 
-def _execute(runs: list[PlannedRun], out: Path, parallel: int | None) -> dict[str, str]:
+def _execute(runs: list[PlannedRun], out: Path, parallel: int | None,
+             evaluation: EvalSpec | None = None) -> dict[str, str]:
     statuses = {r.run_id: run_status(out / r.run_id) for r in runs}
-    todo = [r for r in runs if statuses[r.run_id] not in DONE]
+    evaluate = evaluation is not None and evaluation.active
+    todo = [r for r in runs
+            if statuses[r.run_id] not in DONE or (evaluate and _needs_eval(out / r.run_id, evaluation))]
     gpus = _gpu_ids()
     slots: queue.Queue = queue.Queue()
     n_slots = parallel or max(1, len(gpus))
@@ -79,14 +84,17 @@ def _execute(runs: list[PlannedRun], out: Path, parallel: int | None) -> dict[st
     def work(r: PlannedRun) -> None:
         gpu = slots.get()
         try:
-            status = _run_one(r, out / r.run_id, gpu)
+            status = statuses[r.run_id] if statuses[r.run_id] in DONE else _run_one(r, out / r.run_id, gpu)
+            if evaluate and _needs_eval(out / r.run_id, evaluation):
+                _eval_one(out / r.run_id, gpu, evaluation)
         finally:
             slots.put(gpu)
         with lock:
             statuses[r.run_id] = status
             summary = read_json(out / r.run_id / "summary.json") or {}
             loss = summary.get("final_val_loss")
-            bar.write(f"{r.run_id}: {status}" + (f", val loss {loss:.4f}" if loss is not None else ""))
+            bar.write(f"{r.run_id}: {status}" + (f", val loss {loss:.4f}" if loss is not None else "")
+                      + (f"; evaluation failed: {summary['eval_error']}" if summary.get("eval_error") else ""))
             bar.update(1)
 
     with ThreadPoolExecutor(max_workers=n_slots) as pool:
@@ -115,6 +123,42 @@ def _run_one(r: PlannedRun, run_dir: Path, gpu: str | None) -> str:
         write_json(run_dir / "summary.json", summary)
         status = "failed"
     return status
+
+
+def _check_eval_inputs(evaluation: EvalSpec) -> None:
+    """Read the eval section's task files and text once up front: a bad file stops the sweep before any training."""
+    from bitnet_jax.eval import load_task, read_text
+
+    for path in evaluation.tasks.values():
+        load_task(path, limit=1)
+    if evaluation.text is not None:
+        read_text(evaluation.text)
+
+
+def _needs_eval(run_dir: Path, evaluation: EvalSpec) -> bool:
+    """A finished run lacking results for a task or the text of the sweep's eval section (added since, or failed)."""
+    summary = read_json(run_dir / "summary.json") or {}
+    done = summary.get("eval") or {}
+    missing_text = evaluation.text is not None and not done.get("text")
+    return summary.get("status") == "finished" and (bool(set(evaluation.tasks) - set(done.get("tasks") or {}))
+                                                     or missing_text)
+
+
+def _eval_one(run_dir: Path, gpu: str | None, evaluation: EvalSpec) -> None:
+    """`bitnet-jax eval` on a finished run, in its own process (its results land in the run's summary.json); a
+    failure is recorded as summary["eval_error"] and retried the next time the sweep runs."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    cmd = [sys.executable, "-m", "bitnet_jax.cli", "eval", str(run_dir), *evaluation.cli_args()]
+    with open(run_dir / "eval.log", "a") as log:
+        code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    summary = read_json(run_dir / "summary.json") or {}
+    if code != 0 or "eval" not in summary:
+        summary["eval_error"] = f"exit code {code}; see {run_dir / 'eval.log'}"
+    else:
+        summary.pop("eval_error", None)
+    write_json(run_dir / "summary.json", summary)
 
 
 def follow_parent() -> None:

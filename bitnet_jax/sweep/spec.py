@@ -54,6 +54,39 @@ class FitSpec:
 
 
 @dataclass(frozen=True)
+class EvalSpec:
+    """Evaluation after each run (bitnet_jax.eval): multiple-choice task files and a held-out text.
+    Relative paths are taken from the directory the sweep is started in."""
+
+    tasks: dict = field(default_factory=dict)  # task name -> JSONL file
+    text: str | None = None  # held-out text for perplexity / bits per byte
+    limit: int | None = None  # examples per task (None: all)
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if not isinstance(self.tasks, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                       for k, v in self.tasks.items()):
+            raise ConfigError(f"eval.tasks: expected a mapping of task name to JSONL file, got {self.tasks!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"eval.limit={self.limit}: must be a positive number of examples (or null for all)")
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size={self.batch_size}: must be a positive integer")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tasks) or self.text is not None
+
+    def cli_args(self) -> list[str]:
+        """The `bitnet-jax eval` arguments after the run directory (paths made absolute from the current directory)."""
+        args = [a for name, path in self.tasks.items() for a in ("--task", f"{name}={Path(path).resolve()}")]
+        if self.text is not None:
+            args += ["--text", str(Path(self.text).resolve())]
+        if self.limit is not None:
+            args += ["--limit", str(self.limit)]
+        return [*args, "--batch", str(self.batch_size)]
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     recipes: tuple = ("fp16", "bitnet", "bitnet_b158")  # recipe names or recipe mappings
@@ -67,6 +100,7 @@ class SweepSpec:
     tracking: dict = field(default_factory=dict)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     fit: FitSpec = field(default_factory=FitSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)  # no tasks and no text: no evaluation step
     description: str = ""
 
 
@@ -81,7 +115,7 @@ class PlannedRun:
     budget: float | None  # the IsoFLOP budget this run belongs to
 
 
-SECTIONS = {"family": FamilySpec, "budget": BudgetSpec, "executor": ExecutorSpec, "fit": FitSpec}
+SECTIONS = {"family": FamilySpec, "budget": BudgetSpec, "executor": ExecutorSpec, "fit": FitSpec, "eval": EvalSpec}
 
 
 def load(path: str | Path) -> SweepSpec:
@@ -193,7 +227,7 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
                         if lr is not None:
                             train["lr"] = lr
                         run_id = _run_id(name, cfg.model, budget, steps * batch, lr, seed)
-                        tracking = {**raw["tracking"], "group": spec.name, "name": run_id}
+                        tracking = {"group": spec.name, **raw["tracking"], "name": run_id}  # group: unless given
                         cfg = config_lib.from_dict({**raw, "train": train, "tracking": tracking}, f"run {run_id}")
                         if run_id in seen:
                             raise ConfigError(f"two runs share the id {run_id}: sizes or budgets repeat")

@@ -7,7 +7,6 @@ moment continues with `resume=True` and ends with exactly the losses of an unint
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from bitnet_jax import config as config_lib
 from bitnet_jax.config import RunConfig
-from bitnet_jax.data import build_token_data, check_window, train_batch, unigram_bits_per_byte, val_batches
+from bitnet_jax.data import TrainBatches, check_same_tokenizer, load_token_data, unigram_bits_per_byte, val_batches
 from bitnet_jax.errors import CheckpointError, ConfigError
 from bitnet_jax.model import Transformer, flops_per_token, param_counts
 from bitnet_jax.train.checkpoint import Checkpoints
@@ -84,8 +83,9 @@ def _run_locked(cfg: RunConfig, out: Path, resume: bool, ckpts: Checkpoints) -> 
     if resume and previous is not None and previous.get("status") == "finished" and latest == cfg.train.steps:
         return RunResult(out, previous)
 
-    data = build_token_data(cfg.data.source, cfg.data.tokenizer, cfg.data.val_fraction, cfg.data.max_bytes,
-                            seq_len=cfg.model.seq_len, markov=cfg.data.markov(), paths=cfg.data.paths)
+    data = load_token_data(cfg.data, seq_len=cfg.model.seq_len)
+    if resume:
+        check_same_tokenizer(previous, data, out)
     if cfg.model.vocab_size < data.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer} "
                           f"tokenizer's vocabulary ({data.vocab_size}); set model.vocab_size={data.vocab_size}")
@@ -110,6 +110,7 @@ def _run_locked(cfg: RunConfig, out: Path, resume: bool, ckpts: Checkpoints) -> 
         "flops_per_token": flops_per_token(cfg.model, cfg.recipe),
         "data_source": data.source, "data_sha256": data.sha256, "bytes_per_token": data.bytes_per_token,
         "data_entropy_floor": data.entropy_floor,
+        "tokenizer": data.tokenizer, "tokenizer_sha256": data.tokenizer_sha256,
         "unigram_bits_per_byte": unigram_bits_per_byte(data.train, data.val, data.vocab_size, data.bytes_per_token),
         "hyperparams": dataclasses.asdict(hp), "device": jax.devices()[0].device_kind,
         "compute_dtype": jnp.dtype(compute_dtype(cfg.train.compute_dtype)).name,
@@ -159,12 +160,11 @@ class _Trainer:
         self.cfg, self.data, self.ckpts, self.metrics, self.tracker = cfg, data, ckpts, metrics, tracker
         self.summary, self.summary_path = summary, summary_path
         t = cfg.train
-        check_window(data.train, cfg.model.seq_len)
-        self.batch_of = functools.partial(train_batch, seed=cfg.data.seed, batch_size=t.batch_size,
-                                          seq_len=cfg.model.seq_len)
+        # On the device (drawn there, no copy per step) unless the stream is too large; then gathered on the host.
+        self.batches = TrainBatches(data.train, cfg.data.seed, t.batch_size, cfg.model.seq_len, cfg.data.on_device,
+                                    cfg.data.device_max_tokens)
         self.step_fn = make_train_step(flat, tx)
         self.eval_fn = make_eval_step(flat)
-        self.tokens = jnp.asarray(data.train)  # the training stream lives on the device; batches are drawn there
         self.val = jnp.asarray(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
         self.tokens_per_step = t.batch_size * cfg.model.seq_len
 
@@ -177,7 +177,7 @@ class _Trainer:
         pending: list[tuple[int, dict]] = []
         try:
             for step in range(start, t.steps):
-                batch = self.batch_of(self.tokens, step=state["step"])  # drawn on the device: no copy, no wait
+                batch = self.batches(step, state["step"])
                 state, m = self.step_fn(state, batch)
                 done = step + 1
                 pending.append((done, m))
