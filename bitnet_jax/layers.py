@@ -119,11 +119,12 @@ def _swap_linears(node, recipe: Recipe, exclude: set[str], seen: set[int]) -> No
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-    """Rotary position embedding, rotate-half convention (LLaMA / Hugging Face). x: (batch, seq, heads, head_dim)."""
+    """Rotary position embedding, rotate-half convention (LLaMA / Hugging Face). x: (batch, seq, heads, head_dim);
+    positions: (seq,) shared by the batch, or (batch, seq) per row (left-padded prompts in generation)."""
     half = x.shape[-1] // 2
     freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles = positions[:, None].astype(jnp.float32) * freqs[None, :]  # (seq, half)
-    cos, sin = jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+    angles = positions[..., None].astype(jnp.float32) * freqs  # (seq, half) or (batch, seq, half)
+    cos, sin = jnp.cos(angles)[..., None, :], jnp.sin(angles)[..., None, :]
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
@@ -143,13 +144,30 @@ class Attention(nnx.Module):
         self.o_proj = lin(n_heads * self.head_dim, d_model, role="out", topk=recipe.o_proj_topk)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        q, k, v = self._project(x, jnp.arange(x.shape[1]))
+        y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.attention_impl)
+        return self._output(y)
+
+    def decode(self, x: jax.Array, kv: tuple[jax.Array, jax.Array], positions: jax.Array, mask: jax.Array,
+               index: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """Attention over a fixed-size KV cache (generation). kv: (keys, values), each (batch, cache_len, kv_heads,
+        head_dim); the new tokens' keys and values are written at slots index..index+seq-1. positions: (batch, seq)
+        RoPE positions of the new tokens; mask: (batch, seq, cache_len) which cache slots each new token sees."""
+        q, k, v = self._project(x, positions)
+        keys = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, index, 0, 0))
+        values = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, index, 0, 0))
+        y = jax.nn.dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask=mask[:, None])
+        return self._output(y), (keys, values)
+
+    def _project(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         b, t, _ = x.shape
         q = self.q_proj(x).reshape(b, t, self.n_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.n_kv_heads, self.head_dim)
-        positions = jnp.arange(t)
-        q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.attention_impl)
+        return rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta), v
+
+    def _output(self, y: jax.Array) -> jax.Array:
+        b, t = y.shape[:2]
         y = y.reshape(b, t, self.n_heads * self.head_dim)
         if self.sub_norm is not None:
             y = self.sub_norm(y)

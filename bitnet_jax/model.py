@@ -88,7 +88,17 @@ class Block(nnx.Module):
                        sub_norm=sub_norm, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.attn(self.attn_norm(x) if self.attn_norm is not None else x)
+        return self._add_mlp(x + self.attn(self._attn_input(x)))
+
+    def decode(self, x: jax.Array, kv, positions, mask, index):
+        """__call__ with the attention reading and extending a KV cache (see Attention.decode)."""
+        h, kv = self.attn.decode(self._attn_input(x), kv, positions, mask, index)
+        return self._add_mlp(x + h), kv
+
+    def _attn_input(self, x: jax.Array) -> jax.Array:
+        return self.attn_norm(x) if self.attn_norm is not None else x
+
+    def _add_mlp(self, x: jax.Array) -> jax.Array:
         return x + self.mlp(self.mlp_norm(x) if self.mlp_norm is not None else x)
 
 
@@ -116,12 +126,32 @@ class Transformer(nnx.Module):
                         else BitLinear(cfg.d_model, cfg.vocab_size, recipe=head_recipe, dtype=dtype, rngs=rngs))
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
+        x = self._embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self._logits(x)
+
+    def decode(self, tokens: jax.Array, cache: list, positions: jax.Array, mask: jax.Array, index: jax.Array):
+        """Logits of new tokens given a KV cache: (logits (batch, seq, vocab), updated cache). cache: one (keys, values)
+        pair per block (see `init_cache`); positions, mask, index as in Attention.decode. Used by infer.generate."""
+        x, new_cache = self._embed(tokens), []
+        for block, kv in zip(self.blocks, cache):
+            x, kv = block.decode(x, kv, positions, mask, index)
+            new_cache.append(kv)
+        return self._logits(x), new_cache
+
+    def init_cache(self, batch: int, length: int, dtype=jnp.float32) -> list:
+        """An empty KV cache of `length` slots: per block (keys, values), each (batch, length, kv_heads, head_dim)."""
+        shape = (batch, length, self.cfg.kv_heads, self.cfg.head_dim)
+        return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in self.blocks]
+
+    def _embed(self, tokens: jax.Array) -> jax.Array:
         # Look up in the float32 table, then cast: the gradient is then a float32 scatter-add. nnx.Embed casts the
         # table to bfloat16 first, and on an H100 the bfloat16 scatter-add over real text (many repeats of a few
         # frequent tokens) made a small model's train step 30x slower than on uniform random tokens.
-        x = jnp.take(self.embed.embedding[...], tokens, axis=0).astype(self.embed.dtype)
-        for block in self.blocks:
-            x = block(x)
+        return jnp.take(self.embed.embedding[...], tokens, axis=0).astype(self.embed.dtype)
+
+    def _logits(self, x: jax.Array) -> jax.Array:
         x = self.final_norm(x)
         logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
         return logits.astype(jnp.float32)

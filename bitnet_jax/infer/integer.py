@@ -1,0 +1,190 @@
+"""The integer forward of quantised linear layers, and `load(run_dir)`: a trained run as an inference model.
+
+A BitLinear of a quantised recipe computes `quant_act(x) @ quant_weight(W)` in floating point during training. Both
+factors are integer codes times scales, so the same product is
+
+    y = (x_codes @ W_codes) * x_scale * w_scale
+
+with int8 x int8 -> int32 accumulation (`jax.lax.dot_general(..., preferred_element_type=int32)`), exact up to the
+final float multiply. `IntegerLinear` stores the weight codes (int8) and per-output-column scales, computed once when
+the model is loaded, and quantises only the activations per call:
+- bitnet_b158 (and its absmedian / group variants): ternary codes, int8 absmax activations per token;
+- bitnet: binary codes {-1, +1}, int8 absmax activations per tensor (as trained: the whole call's input shares one
+  scale, so a batch or a KV-cache decode step sees a different scale than the full sequence did);
+- bitnet_a48: 4-bit absmean codes (int8 storage) into q/k/v and gate/up, top-k sparsified int8 absmax into o_proj.
+  Each layer equals its fake-quant forward, but a whole model can differ a little more than float rounding: the
+  o_proj input holds exact ties (integer sums of 4-bit codes, e.g. a token attending only to itself) at the top-k
+  threshold, which the training forward's float rounding breaks one way and the exact integer sums another;
+- a recipe with weight quantisation but no activation quantisation: float activations times the weight codes.
+Activations wider than 8 bits do not fit int8 codes and are refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bitnet_jax import quant
+from bitnet_jax.config import RunConfig
+from bitnet_jax.errors import CheckpointError, UserError
+from bitnet_jax.layers import BitLinear, quantize_weight, topk_sparsify
+from bitnet_jax.model import Transformer
+from bitnet_jax.recipes import Recipe
+
+
+class IntegerCodes(nnx.Variable):
+    """Inference-only state: integer weight codes and their scales (not trained, not in nnx.Param)."""
+
+
+def weight_codes(kernel: jax.Array, recipe: Recipe) -> tuple[jax.Array, jax.Array]:
+    """(int8 codes (in, out), float32 scale (out,)) with codes * scale == the recipe's fake-quantised kernel.
+
+    Derived from the fake-quant itself, so every weight quantiser and group setting is covered by one rule: each
+    output column's quantised values are codes in {-1, 0, 1} times that column's scale, hence scale = max|column|
+    and codes = column / scale, both exact in float32 (an all-zero column gets scale 1).
+    """
+    fq = quantize_weight(jnp.asarray(kernel, jnp.float32), recipe)
+    scale = jnp.max(jnp.abs(fq), axis=0)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    return jnp.round(fq / scale).astype(jnp.int8), scale
+
+
+def activation_codes(x: jax.Array, recipe: Recipe, role: str) -> tuple[jax.Array, jax.Array]:
+    """(int8 codes, float32 scale broadcasting against x) with codes * scale == the recipe's fake-quantised x."""
+    kind, bits = recipe.act_for(role)
+    if bits > 8:
+        raise UserError(f"recipe {recipe.name!r} quantises activations to {bits} bits; the integer path holds at "
+                        "most 8-bit codes: load with integer=False")
+    if kind == "absmax":
+        return quant.act_absmax_codes(x, bits, recipe.act_per_token)
+    # absmean (BitNet a4.8), the same arithmetic as quant.act_absmean
+    xf = x.astype(jnp.float32)
+    root_q = math.sqrt(2 ** (bits - 1) - 1)
+    beta = jnp.mean(jnp.abs(xf), axis=-1, keepdims=True)
+    codes = jnp.clip(jnp.round(root_q * xf / (beta + quant.EPS)), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return codes.astype(jnp.int8), beta / root_q
+
+
+class IntegerLinear(nnx.Module):
+    """A quantised BitLinear for inference: weight codes and scales stored once, activations quantised per call."""
+
+    def __init__(self, layer: BitLinear):
+        if layer.recipe.weight_quant == "none":
+            raise UserError(f"recipe {layer.recipe.name!r} does not quantise weights: keep the float BitLinear")
+        self.recipe, self.role, self.topk, self.dtype = layer.recipe, layer.role, layer.topk, layer.dtype
+        codes, scale = weight_codes(layer.kernel[...], layer.recipe)
+        self.codes, self.weight_scale = IntegerCodes(codes), IntegerCodes(scale)
+        self.bias = layer.bias if layer.bias is not None else nnx.data(None)
+        self.norm = layer.norm if layer.norm is not None else nnx.data(None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.norm is not None:
+            x = self.norm(x)
+        x = topk_sparsify(x, self.topk)
+        codes, w_scale = self.codes[...], self.weight_scale[...]
+        dtype = self.dtype or x.dtype
+        if self.recipe.act_for(self.role)[0] == "none":
+            y = jnp.dot(x.astype(jnp.float32), codes.astype(jnp.float32)) * w_scale
+        else:
+            xi, x_scale = activation_codes(x, self.recipe, self.role)
+            acc = jax.lax.dot_general(xi, codes, (((xi.ndim - 1,), (0,)), ((), ())),
+                                      preferred_element_type=jnp.int32)
+            y = acc.astype(jnp.float32) * x_scale * w_scale
+        y = y.astype(dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
+
+
+def to_integer(model: nnx.Module) -> nnx.Module:
+    """Replace every weight-quantised BitLinear inside `model` by an IntegerLinear, in place; returns the model."""
+    _swap(model, set())
+    return model
+
+
+def _swap(node, seen: set[int]) -> None:
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    items = list(enumerate(node)) if isinstance(node, (list, nnx.List)) else list(vars(node).items())
+    for key, value in items:
+        if isinstance(value, BitLinear) and value.recipe.weight_quant != "none":
+            if isinstance(key, int):
+                node[key] = IntegerLinear(value)
+            else:
+                setattr(node, key, IntegerLinear(value))
+        elif isinstance(value, (nnx.Module, list)):
+            _swap(value, seen)
+
+
+@dataclass
+class InferenceModel:
+    """A trained model ready for inference: `model(tokens)` maps int tokens (batch, seq) to float32 logits
+    (batch, seq, vocab) under jax.jit. `integer` says whether its quantised layers run the integer path."""
+
+    config: RunConfig
+    model: Transformer
+    step: int
+    integer: bool
+    _graphdef: object = field(init=False, repr=False)
+    _state: object = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._graphdef, self._state = nnx.split(self.model)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.cfg.vocab_size
+
+    def __call__(self, tokens) -> jax.Array:
+        tokens = check_tokens(tokens, self.vocab_size)
+        return _forward(self._graphdef, self._state, jnp.asarray(tokens))
+
+
+def check_tokens(tokens, vocab_size: int) -> np.ndarray:
+    """tokens as an int32 (batch, seq) array, or a UserError saying what is wrong with them."""
+    arr = np.asarray(tokens)
+    if arr.ndim != 2 or arr.shape[1] == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise UserError(f"tokens must be a non-empty integer array of shape (batch, seq), got {arr.dtype} "
+                        f"{arr.shape}")
+    if arr.min() < 0 or arr.max() >= vocab_size:
+        raise UserError(f"token ids must lie in [0, {vocab_size}) for this model, got [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, tokens):
+    return nnx.merge(graphdef, state)(tokens)
+
+
+def load(run_dir: str | Path, step: int | None = None, *, integer: bool = True) -> InferenceModel:
+    """The run in `run_dir` (checkpoint `step`, default the latest) as an InferenceModel. Quantised recipes run the
+    integer path unless integer=False; weights are quantised here, once. fp16 runs keep the float forward."""
+    from bitnet_jax.train import load_run  # the training stack loads lazily: `import bitnet_jax.infer` stays light
+
+    run = load_run(run_dir, step)
+    _check_recorded_recipe(Path(run_dir), run.config, run.summary)
+    model = run.model
+    integer = integer and run.config.recipe.weight_quant != "none"
+    if integer:
+        to_integer(model)
+    return InferenceModel(run.config, model, run.step, integer)
+
+
+def _check_recorded_recipe(run_dir: Path, cfg: RunConfig, summary: dict | None) -> None:
+    """The recipe and layout summary.json recorded at training time must be those config.yaml now names."""
+    if not summary:
+        return
+    layout = cfg.model.resolve(cfg.recipe).layout
+    for what, recorded, now in (("recipe", summary.get("recipe"), cfg.recipe.name),
+                                ("layout", summary.get("layout"), layout)):
+        if recorded is not None and recorded != now:
+            raise CheckpointError(f"{run_dir}: config.yaml says {what} {now!r} but the checkpoint was trained with "
+                                  f"{recorded!r} (summary.json); restore the run's own config.yaml")

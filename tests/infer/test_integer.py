@@ -1,0 +1,123 @@
+"""The integer inference path against the fake-quant training forward and against integer arithmetic in numpy."""
+
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+from flax import nnx
+
+from bitnet_jax import infer
+from bitnet_jax.errors import CheckpointError, UserError
+from bitnet_jax.infer.integer import IntegerCodes, IntegerLinear, to_integer
+from bitnet_jax.layers import BitLinear
+from bitnet_jax.model import ModelConfig, Transformer
+from bitnet_jax.recipes import variant
+
+TOKENS = np.array([list(b"The quick brown fox jumps over"), list(b"a lazy dog; integer arithmetic")], np.int32)
+
+CASES = [("bitnet_b158",), ("bitnet_b158", "model.layout=llama"), ("bitnet_b158", "model.layout=hf_bitnet"),
+         ("bitnet",)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
+def test_integer_path_equals_fake_quant_forward(trained_run, case):
+    recipe, *layout = case
+    run = trained_run(f"recipe={recipe}", *layout)
+    reference = np.asarray(infer.load(run, integer=False)(TOKENS))  # the training forward (fake quantisation)
+    model = infer.load(run)
+    assert model.integer
+    got = np.asarray(model(TOKENS))
+    assert got.dtype == np.float32 and got.shape == reference.shape
+    np.testing.assert_array_equal(got.argmax(-1), reference.argmax(-1))
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("recipe", [variant("bitnet_b158_median", weight_groups=2), variant("bitnet", weight_groups=4)],
+                         ids=["median-groups2", "bitnet-groups4"])
+def test_integer_path_of_grouped_recipes_on_an_untrained_model(recipe):
+    cfg = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, d_ff=128)
+    forward = nnx.jit(lambda model, tokens: model(tokens))
+    reference = np.asarray(forward(Transformer(cfg, recipe, rngs=nnx.Rngs(1)), TOKENS))
+    got = np.asarray(forward(to_integer(Transformer(cfg, recipe, rngs=nnx.Rngs(1))), TOKENS))
+    np.testing.assert_array_equal(got.argmax(-1), reference.argmax(-1))
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("role,topk", [("in", 1.0), ("out", 0.5)], ids=["absmean4", "topk-absmax8"])
+def test_a48_layers_equal_their_fake_quant_forward(role, topk):
+    # layer by layer only: in a whole a4.8 model, exact ties at the top-k threshold of the o_proj input (integer sums
+    # of 4-bit codes; a token attending only to itself) are broken by float rounding in the training forward
+    layer = BitLinear(64, 48, recipe="bitnet_a48", role=role, topk=topk, input_norm=True, rngs=nnx.Rngs(2))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 7, 64)).astype(np.float32))
+    np.testing.assert_allclose(np.asarray(IntegerLinear(layer)(x)), np.asarray(layer(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_weights_are_stored_as_int8_codes_once(trained_run):
+    model = infer.load(trained_run("recipe=bitnet_b158")).model
+    codes = [v for v in nnx.state(model, IntegerCodes).flat_state() if v[1][...].dtype == jnp.int8]
+    assert len(codes) == 7 * model.cfg.n_layers  # q k v o gate up down per block
+    for _, var in codes:
+        assert set(np.unique(np.asarray(var[...]))) <= {-1, 0, 1}
+    assert not any(isinstance(m, BitLinear) for _, m in nnx.iter_graph(model))
+
+
+def test_integer_linear_matches_numpy_integer_arithmetic():
+    layer = BitLinear(48, 24, recipe="bitnet_b158", rngs=nnx.Rngs(3))
+    x = np.random.default_rng(0).normal(size=(3, 5, 48)).astype(np.float32)
+    got = np.asarray(IntegerLinear(layer)(jnp.asarray(x)))
+    w = np.asarray(layer.kernel[...], np.float64)
+    w_scale = max(np.abs(w).mean(), 1e-5)
+    w_codes = np.clip(np.round(w / w_scale), -1, 1).astype(np.int64)
+    amax = np.maximum(np.abs(x).max(-1, keepdims=True).astype(np.float64), 1e-5)
+    x_codes = np.clip(np.round(x / amax * 127), -128, 127).astype(np.int64)
+    expected = (x_codes @ w_codes) * (amax / 127) * w_scale
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fp16_run_falls_back_to_float(trained_run):
+    run = trained_run("recipe=fp16")
+    model = infer.load(run)
+    assert not model.integer
+    logits = np.asarray(model(TOKENS))
+    assert logits.shape == (*TOKENS.shape, 256) and np.isfinite(logits).all()
+
+
+def test_bad_tokens_are_one_line_errors(trained_run):
+    model = infer.load(trained_run("recipe=bitnet_b158"))
+    with pytest.raises(UserError, match=r"\[0, 256\)"):
+        model(np.array([[1, 300]]))
+    with pytest.raises(UserError, match="shape"):
+        model(np.array([1, 2, 3]))
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        infer.load(tmp_path)
+
+
+def _edited_copy(run, tmp_path, **changes):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    for key, value in changes.items():
+        section, name = key.split("__") if "__" in key else (None, key)
+        (cfg[section] if section else cfg)[name] = value
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return copy
+
+
+def test_checkpoint_with_another_recipe(trained_run, tmp_path):
+    # bitnet and bitnet_b158 share every parameter shape: only the recorded recipe can tell them apart
+    copy = _edited_copy(trained_run("recipe=bitnet_b158"), tmp_path, recipe="bitnet")
+    with pytest.raises(CheckpointError, match="trained with 'bitnet_b158'") as err:
+        infer.load(copy)
+    assert "\n" not in str(err.value)
+
+
+def test_checkpoint_with_another_shape(trained_run, tmp_path):
+    copy = _edited_copy(trained_run("recipe=bitnet_b158"), tmp_path, model__d_model=64)
+    with pytest.raises(CheckpointError, match="does not match") as err:
+        infer.load(copy)
+    assert "\n" not in str(err.value)
