@@ -133,7 +133,7 @@ def cmd_eval(args, parser) -> int:
     import json
 
     from bitnet_jax import eval as evaluation
-    from bitnet_jax.train.outputs import write_atomic
+    from bitnet_jax.files import write_atomic
 
     results = evaluation.evaluate_run(args.run_dir, args.task, args.text, limit=args.limit, batch_size=args.batch,
                                       step=args.step)

@@ -303,6 +303,6 @@ def coerce(value, hint, key: str):
 
 def dump(cfg: RunConfig, path: str | Path) -> None:
     """Write the config as YAML (atomically)."""
-    from bitnet_jax.train.outputs import write_atomic
+    from bitnet_jax.files import write_atomic
 
     write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bitnet_jax.errors import DataError
+from bitnet_jax.files import write_atomic
 
 ENV_VAR = "BITNET_JAX_CACHE"
 DEFAULT_DIR = "~/.cache/bitnet_jax"
@@ -31,30 +32,6 @@ _HASH_BLOCK = 1 << 24
 def cache_dir(data_config=None) -> Path:
     where = getattr(data_config, "cache_dir", None) or os.environ.get(ENV_VAR) or DEFAULT_DIR
     return Path(os.path.expanduser(where))
-
-
-def write_atomic_bytes(path: str | Path, blob: bytes, replace: bool = True) -> None:
-    """Write `blob` to a temporary file and move it into place, so readers never see a partial file. With
-    replace=False an existing file is kept (the first of several concurrent writers wins)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            Path(tmp).unlink()
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -143,7 +120,7 @@ def build_entry(directory: Path, key: str, source: dict, chunks: Iterable[bytes]
                 "tokenizer": {"name": tokenizer.name, "sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
                 "n_tokens": n_tokens, "n_bytes": n_bytes, "bytes_per_token": n_bytes / n_tokens,
                 "dtype": dtype.name, "text_sha256": text_sha, "tokens_sha256": tokens_hash.hexdigest()}
-    write_atomic_bytes(directory / f"{key}.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomic(directory / f"{key}.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return np.memmap(directory / f"{key}.bin", dtype=dtype, mode="r"), manifest
 
 

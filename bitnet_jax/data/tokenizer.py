@@ -167,7 +167,7 @@ def train_sentencepiece(texts, path: str | Path, vocab_size: int, model_type: st
     kept (runs of a sweep that train the same model at once end up sharing one)."""
     import sentencepiece as spm
 
-    from bitnet_jax.data.cache import write_atomic_bytes
+    from bitnet_jax.files import write_atomic
 
     def lines():
         n = 0
@@ -191,5 +191,5 @@ def train_sentencepiece(texts, path: str | Path, vocab_size: int, model_type: st
         raise DataError(f"SentencePiece training failed: {str(e).splitlines()[0]}; change "
                         f"data.tokenizer_vocab_size (byte fallback needs room for 256 byte pieces plus the corpus's "
                         f"characters) or give a larger corpus") from None
-    write_atomic_bytes(path, model.getvalue(), replace=False)  # concurrent sweep runs all use the first model
+    write_atomic(path, model.getvalue(), replace=False)  # concurrent sweep runs all use the first model
     return Path(path)

@@ -165,7 +165,7 @@ def export_tokenizer(data, out_dir: Path) -> str:
 
 
 def _write(path: Path, obj: dict) -> None:
-    from bitnet_jax.train.outputs import write_atomic
+    from bitnet_jax.files import write_atomic
 
     write_atomic(path, json.dumps(obj, indent=2) + "\n")
 

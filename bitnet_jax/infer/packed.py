@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from bitnet_jax import config as config_lib
 from bitnet_jax import quant
@@ -148,19 +150,8 @@ def memory_report(model) -> MemoryReport:
 
 # ---- safetensors files ----------------------------------------------------------------------------------------------
 
-def _safetensors():
-    try:
-        from safetensors import safe_open
-        from safetensors.numpy import save_file
-    except ImportError:
-        raise UserError("packed and Hugging Face checkpoints need the safetensors package: "
-                        "pip install 'bitnet-jax[hf]' (or pip install safetensors)") from None
-    return safe_open, save_file
-
-
 def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
     """Write atomically (a temporary file renamed into place)."""
-    _, save_file = _safetensors()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -173,7 +164,6 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(tensors as numpy arrays, metadata); a missing, truncated or corrupt file is a one-line CheckpointError."""
-    safe_open, _ = _safetensors()
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such safetensors file")

@@ -1,4 +1,4 @@
-"""Run outputs: atomic file writes, metrics.jsonl (one JSON object per logged step) and summary.json.
+"""Run outputs: metrics.jsonl (one JSON object per logged step), summary.json and the run lock.
 
 Every write goes to a temporary file that is renamed into place, so a killed process never leaves a half file.
 """
@@ -9,24 +9,10 @@ import fcntl
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from bitnet_jax.errors import UserError
-
-def write_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from bitnet_jax.files import write_atomic
 
 
 def _clean(value):

@@ -13,8 +13,6 @@ from bitnet_jax.errors import CheckpointError, UserError
 from bitnet_jax.infer import load_packed, save_packed
 from bitnet_jax.infer.packed import check_packable, master_from_codes
 from bitnet_jax.train import load_run
-
-pytest.importorskip("safetensors", reason="packed checkpoints need safetensors (the hf extra)")
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
