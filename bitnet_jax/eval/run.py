@@ -96,7 +96,9 @@ def finite(value):
 
 def format_results(results: dict) -> str:
     """A plain-text table of evaluation results."""
-    lines = [f"checkpoint step {results['step']}", f"{'task':<24}{'n':>7}{'acc':>9}{'± se':>8}{'acc_norm':>10}"]
+    lines = [f"checkpoint step {results['step']}"]
+    if results["tasks"]:
+        lines.append(f"{'task':<24}{'n':>7}{'acc':>9}{'± se':>8}{'acc_norm':>10}")
     for name, r in results["tasks"].items():
         se = r.get("acc_stderr")
         lines.append(f"{name:<24}{r['n']:>7}{r['acc']:>9.4f}{'-' if se is None else f'{se:.4f}':>8}"
