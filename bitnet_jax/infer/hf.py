@@ -346,10 +346,11 @@ def import_hf_run(hf_dir: str | Path, out_dir: str | Path, overrides: tuple[str,
         raise ConfigError("import overrides may set data.*, train.* and tracking.* only; the recipe and model come "
                           "from the checkpoint")
     _, params_, rest = FlatModel.split(loaded.model)
-    tx = make_optimizer(Hyperparams.resolve(cfg.train, cfg.recipe))
+    hp = Hyperparams.resolve(cfg.train, cfg.recipe)
+    tx = make_optimizer(hp)
     ckpts = Checkpoints(out / "ckpt", keep=cfg.train.keep_checkpoints)
     try:
-        ckpts.save(0, init_state(params_, rest, tx), {"step": 0, "wandb_id": None, "imported_from": str(hf_dir)})
+        ckpts.save(0, init_state(params_, rest, tx, hp), {"step": 0, "wandb_id": None, "imported_from": str(hf_dir)})
     finally:
         ckpts.close()
     config_lib.dump(cfg, out / "config.yaml")

@@ -77,9 +77,10 @@ def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch, steps,
     attention = attention_impl(train_cfg.attention, dtype)
     model = Transformer(cfg, recipe, rngs=nnx.Rngs(0), dtype=dtype, attention_impl=attention)
     flat, params, rest = FlatModel.split(model)
-    tx = make_optimizer(Hyperparams.resolve(dataclasses.replace(train_cfg, steps=10_000), recipe))
-    state = init_state(params, rest, tx)
-    step = make_train_step(flat, tx)
+    hp = Hyperparams.resolve(dataclasses.replace(train_cfg, steps=10_000), recipe)
+    tx = make_optimizer(hp)
+    state = init_state(params, rest, tx, hp)
+    step = make_train_step(flat, tx, hp)
     batch_size = batch.shape[0]
     t0 = time.perf_counter()
     state, m = step(state, batch)

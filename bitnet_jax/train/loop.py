@@ -24,7 +24,7 @@ from bitnet_jax.data import TrainBatches, check_same_tokenizer, load_token_data,
 from bitnet_jax.errors import CheckpointError, ConfigError
 from bitnet_jax.model import Transformer, flops_per_token, param_counts
 from bitnet_jax.train.checkpoint import Checkpoints
-from bitnet_jax.train.optim import Hyperparams, make_optimizer
+from bitnet_jax.train.optim import Hyperparams, make_optimizer, schedule_values
 from bitnet_jax.train.outputs import DirectoryLock, MetricsWriter, read_json, write_json
 from bitnet_jax.train.step import METRICS, FlatModel, init_state, make_eval_step, make_train_step
 from bitnet_jax.train.tracking import make_tracker
@@ -93,10 +93,11 @@ def _run_locked(cfg: RunConfig, out: Path, resume: bool, ckpts: Checkpoints) -> 
     flat, params, rest = FlatModel.split(model)
     hp = Hyperparams.resolve(cfg.train, cfg.recipe)
     tx = make_optimizer(hp)
-    state = init_state(params, rest, tx)
+    state = init_state(params, rest, tx, hp)
     start, wandb_id = 0, None
     if resume and latest is not None:
         state, meta = ckpts.restore(latest, state)
+        state["schedule"] = schedule_values(hp)  # the config's peaks, as before the interruption
         start, wandb_id = latest, meta.get("wandb_id")
 
     counts = param_counts(cfg.model, cfg.recipe)
@@ -121,7 +122,7 @@ def _run_locked(cfg: RunConfig, out: Path, resume: bool, ckpts: Checkpoints) -> 
     write_json(summary_path, summary)
     tracker = make_tracker(cfg, out, wandb_id)
     metrics = MetricsWriter(out / "metrics.jsonl", keep_through_step=start if resume else -1)
-    trainer = _Trainer(cfg, data, flat, tx, ckpts, metrics, tracker, summary, summary_path)
+    trainer = _Trainer(cfg, data, flat, tx, hp, ckpts, metrics, tracker, summary, summary_path)
     try:
         trainer.train(state, start)
     except BaseException as e:
@@ -156,14 +157,14 @@ class _Trainer:
     """The step loop. Metrics stay on the device and are fetched in groups (every log_every steps, and before any
     checkpoint or evaluation), so the host rarely waits for the device."""
 
-    def __init__(self, cfg, data, flat, tx, ckpts, metrics, tracker, summary, summary_path):
+    def __init__(self, cfg, data, flat, tx, hp, ckpts, metrics, tracker, summary, summary_path):
         self.cfg, self.data, self.ckpts, self.metrics, self.tracker = cfg, data, ckpts, metrics, tracker
         self.summary, self.summary_path = summary, summary_path
         t = cfg.train
         # On the device (drawn there, no copy per step) unless the stream is too large; then gathered on the host.
         self.batches = TrainBatches(data.train, cfg.data.seed, t.batch_size, cfg.model.seq_len, cfg.data.on_device,
                                     cfg.data.device_max_tokens)
-        self.step_fn = make_train_step(flat, tx)
+        self.step_fn = make_train_step(flat, tx, hp)
         self.eval_fn = make_eval_step(flat)
         self.val = jnp.asarray(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
         self.tokens_per_step = t.batch_size * cfg.model.seq_len

@@ -51,8 +51,9 @@ def load_run(run_dir: str | Path, step: int | None = None) -> LoadedRun:
                                   f"{', '.join(map(str, sorted(available)))}")
         model = build_model(cfg)
         flat, params, rest = FlatModel.split(model)
-        tx = make_optimizer(Hyperparams.resolve(cfg.train, cfg.recipe))
-        abstract = jax.eval_shape(lambda p, r: init_state(p, r, tx), params, rest)
+        hp = Hyperparams.resolve(cfg.train, cfg.recipe)
+        tx = make_optimizer(hp)
+        abstract = jax.eval_shape(lambda p, r: init_state(p, r, tx, hp), params, rest)
         state, _ = ckpts.restore(step, abstract)
     finally:
         ckpts.close()

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from bitnet_jax.train.optim import current_hyperparams
+from bitnet_jax.train.optim import Hyperparams, current_hyperparams, schedule_values, scheduled, with_hyperparams
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,11 @@ class FlatModel:
 METRICS = ("loss", "grad_norm", "lr", "weight_decay")  # the order of the metrics vector a train step returns
 
 
-def init_state(params: list, rest: list, tx: optax.GradientTransformation) -> dict:
-    """The whole training state: parameters, optimiser state, non-parameter variables and the step counter."""
-    return {"params": params, "opt": tx.init(params), "rest": rest, "step": jnp.zeros((), jnp.int32)}
+def init_state(params: list, rest: list, tx: optax.GradientTransformation, h: Hyperparams) -> dict:
+    """The whole training state: parameters, optimiser state, non-parameter variables, the step counter and the
+    run's peak learning rates and weight decays (arrays: per-run values never become compile-time constants)."""
+    return {"params": params, "opt": tx.init(params), "rest": rest, "step": jnp.zeros((), jnp.int32),
+            "schedule": schedule_values(h)}
 
 
 def next_token_loss(model: FlatModel, params: list, rest: list, batch: jax.Array) -> jax.Array:
@@ -48,7 +50,7 @@ def next_token_loss(model: FlatModel, params: list, rest: list, batch: jax.Array
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean()
 
 
-def make_train_step(model: FlatModel, tx: optax.GradientTransformation) -> Callable:
+def make_train_step(model: FlatModel, tx: optax.GradientTransformation, h: Hyperparams) -> Callable:
     """step(state, batch) -> (state, metrics); `state` is donated; `metrics` is one float32 vector in METRICS order,
     so fetching many steps' metrics is one device-to-host copy (each copy costs milliseconds on some hosts).
 
@@ -57,11 +59,12 @@ def make_train_step(model: FlatModel, tx: optax.GradientTransformation) -> Calla
 
     def step(state, batch):
         loss, grads = jax.value_and_grad(next_token_loss, argnums=1)(model, state["params"], state["rest"], batch)
-        updates, opt = tx.update(grads, state["opt"], state["params"])
+        opt = with_hyperparams(state["opt"], *scheduled(h, state["schedule"], state["step"]))
+        updates, opt = tx.update(grads, opt, state["params"])
         params = optax.apply_updates(state["params"], updates)
         hyper = current_hyperparams(opt)
         metrics = jnp.stack([loss, optax.tree.norm(grads), hyper["lr"], hyper["weight_decay"]]).astype(jnp.float32)
-        return {"params": params, "opt": opt, "rest": state["rest"], "step": state["step"] + 1}, metrics
+        return {**state, "params": params, "opt": opt, "step": state["step"] + 1}, metrics
 
     return jax.jit(step, donate_argnums=0)
 

@@ -57,14 +57,15 @@ def main():
 
     model = loop.build_model(cfg)
     flat, params, rest = FlatModel.split(model)
-    tx = make_optimizer(Hyperparams.resolve(cfg.train, cfg.recipe))
+    hp = Hyperparams.resolve(cfg.train, cfg.recipe)
+    tx = make_optimizer(hp)
     random_batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, 257), dtype=np.int32))
     text_batch = batch_of(tokens, step=0)
-    step_fn = make_train_step(flat, tx)
+    step_fn = make_train_step(flat, tx, hp)
     for label, draw in (("fixed batch of random tokens", lambda state: random_batch),
                         ("fixed batch of text", lambda state: text_batch),
                         ("text batch drawn per step (as the loop)", lambda state: batch_of(tokens, step=state["step"]))):
-        holder = {"state": init_state(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, rest), tx)}
+        holder = {"state": init_state(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, rest), tx, hp)}
 
         def call():
             holder["state"], m = step_fn(holder["state"], draw(holder["state"]))

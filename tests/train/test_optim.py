@@ -72,3 +72,41 @@ def test_gradient_clipping_scales_the_gradient_adam_sees():
     # norm 20 clipped to 1: each entry 0.5, so mu = (1 - b1) 0.5 and nu = (1 - b2) 0.25
     np.testing.assert_allclose(adam.mu["w"], 0.1 * 0.5, rtol=1e-6)
     np.testing.assert_allclose(adam.nu["w"], 0.05 * 0.25, rtol=1e-6)
+
+
+def test_peak_lr_and_wd_are_state_values_so_runs_share_one_compiled_step():
+    """DESIGN: per-run values live in the state. Two runs that differ only in lr / weight decay use one compiled
+    step, each with its own schedule (closed form), and a vmap over the two equals the runs one by one."""
+    from flax import nnx
+
+    from bitnet_jax.model import ModelConfig, Transformer
+    from bitnet_jax.train.step import METRICS, FlatModel, init_state, make_train_step
+
+    cfg = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_ff=32, seq_len=8)
+    runs = [Hyperparams.resolve(TrainConfig(steps=20, warmup_steps=4, lr=lr, weight_decay=wd), recipes.get("fp16"))
+            for lr, wd in ((1e-2, 0.1), (3e-3, 0.0))]
+    flat, params, rest = FlatModel.split(Transformer(cfg, "fp16", rngs=nnx.Rngs(0)))
+    tx = make_optimizer(runs[0])
+    step = make_train_step(flat, tx, runs[0])  # static parts (schedule kind, warmup, steps) are shared
+    batch = jnp.asarray(np.random.default_rng(0).integers(0, 32, (2, 9)), jnp.int32)
+
+    def fresh(h):
+        return init_state(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, rest), tx, h)
+
+    separate = []
+    for h in runs:
+        state = fresh(h)
+        for t in range(3):
+            state, m = step(state, batch)
+            lr = float(m[METRICS.index("lr")])
+            assert lr == pytest.approx(expected_lr(t, h.lr, 4, 20, 0.1, "cosine"), rel=1e-5)
+            assert float(m[METRICS.index("weight_decay")]) == pytest.approx(h.weight_decay)
+        separate.append(state)
+    assert step._cache_size() == 1
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), fresh(runs[0]), fresh(runs[1]))
+    vstep = jax.vmap(lambda s: step.__wrapped__(s, batch))  # the pure step under the jit
+    for _ in range(3):
+        stacked, _ = vstep(stacked)
+    for i, state in enumerate(separate):
+        for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(stacked["params"])):
+            np.testing.assert_allclose(np.asarray(b[i]), np.asarray(a), rtol=2e-5, atol=1e-6)
