@@ -14,7 +14,7 @@ from bitnet_jax.eval.choice import multiple_choice
 from bitnet_jax.eval.perplexity import perplexity, read_text
 from bitnet_jax.eval.tasks import load_task
 from bitnet_jax.files import write_atomic
-from bitnet_jax.train.outputs import DirectoryLock, read_json, write_json
+from bitnet_jax.files import DirectoryLock, read_json, write_json
 
 
 def tokenizer_for(cfg: RunConfig):

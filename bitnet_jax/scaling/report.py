@@ -10,7 +10,7 @@ from bitnet_jax.scaling.analysis import Analysis, analyse
 from bitnet_jax.sweep.results import collect, fit_rows, write_csv
 from bitnet_jax.sweep.spec import SweepSpec, load
 from bitnet_jax.files import write_atomic
-from bitnet_jax.train.outputs import read_metrics
+from bitnet_jax.files import read_metrics
 
 PARAMS = {"loss_vs_compute": ("A", "alpha", "E"), "loss_vs_params": ("A", "alpha", "E"),
           "loss_vs_energy": ("A", "alpha", "E"), "chinchilla": ("E", "A", "B", "alpha", "beta", "a", "b"),

@@ -13,7 +13,7 @@ from bitnet_jax import config as config_lib
 from bitnet_jax.errors import UserError
 from bitnet_jax.scaling.energy import inference_energy
 from bitnet_jax.files import write_atomic
-from bitnet_jax.train.outputs import read_json
+from bitnet_jax.files import read_json
 
 COLUMNS = ("run_id", "recipe", "status", "d_model", "n_layers", "d_ff", "n_params", "n_params_non_embedding",
            "tokens", "flops", "budget", "lr", "seed", "final_train_loss", "final_val_loss", "val_bits_per_byte",

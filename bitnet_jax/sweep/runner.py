@@ -28,7 +28,7 @@ from bitnet_jax import config as config_lib
 from bitnet_jax.sweep import spec as spec_lib
 from bitnet_jax.sweep.spec import EvalSpec, PlannedRun
 from bitnet_jax.files import write_atomic
-from bitnet_jax.train.outputs import DirectoryLock, read_json, write_json
+from bitnet_jax.files import DirectoryLock, read_json, write_json
 
 DONE = ("finished", "diverged")
 PARENT_ENV = "BITNET_JAX_SWEEP_PARENT"

@@ -25,7 +25,7 @@ from bitnet_jax.errors import CheckpointError, ConfigError
 from bitnet_jax.model import Transformer, flops_per_token, param_counts
 from bitnet_jax.train.checkpoint import Checkpoints
 from bitnet_jax.train.optim import Hyperparams, make_optimizer, schedule_values
-from bitnet_jax.train.outputs import DirectoryLock, MetricsWriter, read_json, write_json
+from bitnet_jax.files import DirectoryLock, MetricsWriter, read_json, write_json
 from bitnet_jax.train.step import METRICS, FlatModel, init_state, make_eval_step, make_train_step
 from bitnet_jax.train.tracking import make_tracker
 

@@ -15,7 +15,7 @@ from bitnet_jax.model import Transformer
 from bitnet_jax.train.checkpoint import Checkpoints
 from bitnet_jax.train.loop import build_model
 from bitnet_jax.train.optim import Hyperparams, make_optimizer
-from bitnet_jax.train.outputs import read_json
+from bitnet_jax.files import read_json
 from bitnet_jax.train.step import FlatModel, init_state
 
 

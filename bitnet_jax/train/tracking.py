@@ -1,4 +1,4 @@
-"""Experiment tracking: JSONL always (outputs.MetricsWriter); wandb when `tracking.wandb` is offline or online.
+"""Experiment tracking: JSONL always (files.MetricsWriter); wandb when `tracking.wandb` is offline or online.
 
 One wandb run per training run: its config (the whole RunConfig), the same rows as metrics.jsonl (logged at their
 step) and the final summary.json. A resumed run continues the same wandb run (its id is kept in the checkpoints).

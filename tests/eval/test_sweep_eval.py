@@ -86,7 +86,7 @@ def test_a_bad_eval_file_stops_the_sweep_before_any_training(tmp_path):
 def test_a_restarted_sweep_evaluates_what_is_missing(tmp_path):
     from bitnet_jax.sweep.runner import _needs_eval
     from bitnet_jax.sweep.spec import EvalSpec
-    from bitnet_jax.train.outputs import write_json
+    from bitnet_jax.files import write_json
 
     spec = EvalSpec(tasks={"a": "a.jsonl", "b": "b.jsonl"}, text="t.txt")
     done = {"step": 5, "tasks": {"a": {"acc": 1.0}, "b": {"acc": 0.5}}, "text": {"loss": 2.0}}

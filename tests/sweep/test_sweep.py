@@ -14,7 +14,7 @@ from bitnet_jax import sweep
 from bitnet_jax.cli import main
 from bitnet_jax.errors import ConfigError, UserError
 from bitnet_jax.sweep.results import collect
-from bitnet_jax.train.outputs import DirectoryLock, read_json, read_metrics
+from bitnet_jax.files import DirectoryLock, read_json, read_metrics
 
 TINY_SPEC = {
     "name": "tiny",
@@ -193,7 +193,7 @@ def test_an_interrupted_run_keeps_its_status_and_a_crash_is_failed(tmp_path, mon
     """A run stopped by Ctrl-C records `interrupted` itself (resumed next time); a crash that recorded nothing
     is marked failed by the runner with the exit code."""
     from bitnet_jax.sweep import runner
-    from bitnet_jax.train.outputs import write_json
+    from bitnet_jax.files import write_json
 
     def fake_call(status):
         def call(cmd, **kw):

@@ -13,7 +13,7 @@ import pytest
 from bitnet_jax import config, train
 from bitnet_jax.errors import CheckpointError
 from bitnet_jax.model import flops_per_token, param_counts
-from bitnet_jax.train.outputs import read_metrics
+from bitnet_jax.files import read_metrics
 
 
 def losses(run_dir) -> dict[int, float]:
