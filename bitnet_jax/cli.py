@@ -1,4 +1,5 @@
-"""The `bitnet-jax` command: train | sweep | results | fit | report | bench | export | import | generate.
+"""The `bitnet-jax` command: train | train-group | sweep | results | fit | report | bench | data | export | import |
+generate | eval.
 
 Bad input ends with one line on stderr and exit code 2."""
 
@@ -50,13 +51,40 @@ def cmd_train(args, parser) -> int:
         if args.resume:
             parser.error("--resume needs --out DIR naming the run to continue")
         out = f"runs/{cfg.recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.interrupt_hint = f"continue it with: bitnet-jax train --out {out} --resume"
+    _prepare_runtime([cfg])
     result = train.run(cfg, out, resume=args.resume)
+    _print_result(result)
+    return 0 if result.status == "finished" else 1
+
+
+def cmd_train_group(args, parser) -> int:
+    """`bitnet-jax train-group DIR...`: the runs planned in DIR/plan.yaml, trained together in one process (the
+    sweep runner's jobs); each continues from its own checkpoint if it has one."""
+    from bitnet_jax import config, train
+
+    configs = [config.load(Path(d) / "plan.yaml") for d in args.run_dirs]
+    _prepare_runtime(configs)
+    results = train.run_group(list(zip(configs, args.run_dirs)))
+    for result in results:
+        _print_result(result)
+    return 0 if all(r.status == "finished" for r in results) else 1
+
+
+def _prepare_runtime(configs) -> None:
+    """Settings that must be in place before JAX starts its backend."""
+    if any(c.train.deterministic for c in configs):
+        from bitnet_jax.train.runtime import request_deterministic
+
+        request_deterministic()
+
+
+def _print_result(result) -> None:
     s = result.summary
-    print(f"{s['status']}: {out}  step {s['step']}/{s['steps']}  train loss {_fmt(s['final_train_loss'])}  "
-          f"val loss {_fmt(s['final_val_loss'])}  val bits/byte {_fmt(s['val_bits_per_byte'])} "
+    print(f"{s['status']}: {result.out_dir}  step {s['step']}/{s['steps']}  train loss {_fmt(s['final_train_loss'])}"
+          f"  val loss {_fmt(s['final_val_loss'])}  val bits/byte {_fmt(s['val_bits_per_byte'])} "
           f"(unigram {_fmt(s['unigram_bits_per_byte'])})  {_fmt(s['tokens_per_sec'], '.0f')} tokens/s  "
           f"{_fmt(s['wall_s'], '.1f')} s")
-    return 0 if result.status == "finished" else 1
 
 
 def cmd_bench(args, parser) -> int:
@@ -94,7 +122,7 @@ def cmd_bench_decode(args, parser) -> int:
 def cmd_sweep(args, parser) -> int:
     from bitnet_jax import sweep
 
-    result = sweep.run(args.spec, args.out, dry_run=args.dry_run)
+    result = sweep.run(args.spec, args.out, dry_run=args.dry_run, restart_changed=args.restart_changed)
     if args.dry_run:
         return 0
     finished = sum(s == "finished" for s in result.statuses.values())
@@ -114,17 +142,17 @@ def cmd_results(args, parser) -> int:
 
 
 def cmd_fit(args, parser) -> int:
-    from bitnet_jax.scaling.report import build_fits
+    from bitnet_jax.sweep.report import write_tables
 
-    build_fits(args.out)
+    write_tables(args.out)
     print(f"wrote {Path(args.out) / 'report' / 'results.csv'} and {Path(args.out) / 'report' / 'fits.json'}")
     return 0
 
 
 def cmd_report(args, parser) -> int:
-    from bitnet_jax.scaling.report import build_report
+    from bitnet_jax.sweep.report import write_reports
 
-    print(f"wrote {build_report(args.out)}")
+    print(f"wrote {write_reports(args.out)}")
     return 0
 
 
@@ -236,15 +264,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=cmd_train, parser=p)
+    tg = sub.add_parser("train-group", help="train runs planned by a sweep (DIR/plan.yaml) together in one process",
+                        description="Train the runs planned in each RUN_DIR/plan.yaml as one vmapped group (they may "
+                                    "differ only in learning rates, weight decays and seeds). The sweep runner starts "
+                                    "these jobs; each run continues from its own last checkpoint if it has one.")
+    tg.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories holding plan.yaml")
+    tg.set_defaults(func=cmd_train_group, parser=tg, interrupt_hint="run the sweep command again to resume")
 
     w = sub.add_parser("sweep", help="train a family of models x recipes, then fit scaling laws and write a report",
-                       description="Run every run of a sweep spec (each resumable, one subprocess each), then write "
-                                   "OUT/report/{results.csv, fits.json, plots, report.md}. Restart the same command "
-                                   "after a crash: finished runs are skipped and interrupted ones resume.")
+                       description="Run every run of a sweep spec (runs that differ only in learning rate, weight "
+                                   "decay or seed train together as one vmapped job), then write OUT/report/"
+                                   "{results.csv, fits.json, plots, report.md}. Ctrl-C stops it cleanly; restart the "
+                                   "same command after a stop or crash: finished runs are skipped and the others "
+                                   "resume from their checkpoints.")
     w.add_argument("spec", help="sweep spec YAML, e.g. sweeps/quickstart.yaml")
     w.add_argument("--out", help="sweep directory (default: runs/<sweep name>)")
-    w.add_argument("--dry-run", action="store_true", help="print the run table (id, recipe, N, D, C, time) only")
-    w.set_defaults(func=cmd_sweep, parser=w)
+    w.add_argument("--dry-run", action="store_true",
+                   help="print the runs (id, label, N, D, C), the jobs they group into and the estimated time")
+    w.add_argument("--restart-changed", action="store_true",
+                   help="start afresh the runs whose plan differs from the run already in --out (their files are "
+                        "deleted); without it such a spec is refused")
+    w.set_defaults(func=cmd_sweep, parser=w, interrupt_hint="run the same sweep command again to resume")
     for name, func, text in (("results", cmd_results, "print the results table of a sweep directory"),
                              ("fit", cmd_fit, "refit the scaling laws of a sweep directory from its run files"),
                              ("report", cmd_report, "rebuild fits, plots and report.md of a sweep directory")):
@@ -360,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: resume with --resume", file=sys.stderr)
+        print(f"interrupted: {getattr(args, 'interrupt_hint', 'run the same command again to continue')}",
+              file=sys.stderr)
         return 130
 
 

@@ -119,3 +119,18 @@ class DirectoryLock:
     def __exit__(self, *exc):
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
+
+    @staticmethod
+    def held(path: str | Path) -> bool:
+        """Whether a live process holds the lock at `path` (the lock dies with its holder, even by SIGKILL)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)

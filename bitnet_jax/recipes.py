@@ -69,6 +69,14 @@ class Recipe:
     def quantized(self) -> bool:
         return self.weight_quant != "none" or self.act_quant != "none"
 
+    def for_inference(self) -> "Recipe":
+        """The form used for validation, evaluation and generation: activation scales per token.
+
+        BitNet (2023) quantises activations per tensor in training and per token at inference; a per-tensor scale
+        over a batch lets a token's output depend on later tokens (and on the other sequences of the batch), so a
+        validation loss would not be causal. Recipes already per token are returned unchanged."""
+        return self if self.act_per_token else dataclasses.replace(self, act_per_token=True)
+
     def act_for(self, role: str) -> tuple[str, int]:
         """(quantiser, bits) for the input of a linear layer of the given role: 'in' or 'out' (o_proj, down_proj)."""
         if role == "out":

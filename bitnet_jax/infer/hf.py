@@ -331,8 +331,7 @@ def import_hf_run(hf_dir: str | Path, out_dir: str | Path, overrides: tuple[str,
     optimiser state) that `bitnet-jax train --out OUT --resume` continues training and eval/inference load.
     `overrides` (data.*, train.*, tracking.*) set how it will train; the model section comes from the checkpoint."""
     from bitnet_jax.train.checkpoint import Checkpoints
-    from bitnet_jax.train.optim import Hyperparams, make_optimizer
-    from bitnet_jax.train.step import FlatModel, init_state
+    from bitnet_jax.train.state import build_training
 
     out = Path(out_dir)
     if (out / "config.yaml").exists() or (out / "ckpt").exists():
@@ -345,12 +344,10 @@ def import_hf_run(hf_dir: str | Path, out_dir: str | Path, overrides: tuple[str,
     if cfg.recipe != loaded.config.recipe or cfg.model != loaded.config.model:
         raise ConfigError("import overrides may set data.*, train.* and tracking.* only; the recipe and model come "
                           "from the checkpoint")
-    _, params_, rest = FlatModel.split(loaded.model)
-    hp = Hyperparams.resolve(cfg.train, cfg.recipe)
-    tx = make_optimizer(hp)
+    state = build_training(cfg, loaded.model).state
     ckpts = Checkpoints(out / "ckpt", keep=cfg.train.keep_checkpoints)
     try:
-        ckpts.save(0, init_state(params_, rest, tx, hp), {"step": 0, "wandb_id": None, "imported_from": str(hf_dir)})
+        ckpts.save(0, state, {"step": 0, "tokens": 0, "wandb_id": None, "imported_from": str(hf_dir)})
     finally:
         ckpts.close()
     config_lib.dump(cfg, out / "config.yaml")

@@ -209,7 +209,7 @@ def load_packed(path: str | Path):
     """A packed checkpoint -> LoadedRun(config, model, step, summary=None); the model's fake-quant forward equals
     the packed codes times their scales."""
     from bitnet_jax.train import LoadedRun
-    from bitnet_jax.train.loop import build_model
+    from bitnet_jax.train.state import build_model
 
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != FORMAT:
@@ -219,7 +219,7 @@ def load_packed(path: str | Path):
         cfg = config_lib.from_dict(json.loads(metadata["config"]), f"{path} (config)")
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(f"{path}: its metadata holds no readable run config; write it again") from None
-    model = build_model(cfg)
+    model = build_model(cfg, inference=True)
     linears = quantized_linears(model)
     expected = set()
     for name, layer in linears.items():

@@ -13,61 +13,84 @@ from bitnet_jax import config as config_lib
 from bitnet_jax.errors import UserError
 from bitnet_jax.scaling.energy import inference_energy
 from bitnet_jax.files import write_atomic
-from bitnet_jax.files import read_json
+from bitnet_jax.files import DirectoryLock, read_json
 
-COLUMNS = ("run_id", "recipe", "status", "d_model", "n_layers", "d_ff", "n_params", "n_params_non_embedding",
-           "tokens", "flops", "budget", "lr", "seed", "final_train_loss", "final_val_loss", "val_bits_per_byte",
-           "tokens_per_sec", "energy_per_token_7nm_j", "energy_per_token_45nm_j", "wall_s", "best_lr",
-           "data_entropy_floor")
+COLUMNS = ("run_id", "label", "recipe", "status", "d_model", "n_layers", "d_ff", "n_params", "n_params_non_embedding",
+           "tokens", "flops", "budget", "lr", "seed", "final_train_loss", "final_tune_loss", "final_val_loss",
+           "val_bits_per_byte", "tokens_per_sec", "energy_per_token_7nm_j", "energy_per_token_45nm_j", "wall_s",
+           "best_lr", "data_entropy_floor")
 
 
 def collect(out_dir: str | Path) -> list[dict]:
-    """A row for every run directory (one holding plan.yaml) under a sweep directory, in sweep order."""
+    """A row for every planned run directory (one holding plan.yaml) under a sweep directory, in sweep order."""
     out = Path(out_dir)
     if not (out / "sweep.yaml").exists():
         raise UserError(f"{out} is not a sweep directory (no sweep.yaml); pass the --out of `bitnet-jax sweep`")
     from bitnet_jax.sweep.spec import expand, load
 
     planned = expand(load(out / "sweep.yaml"))
-    rows = [_row(out / r.run_id, r.run_id, r.budget) for r in planned if (out / r.run_id / "plan.yaml").exists()]
-    _mark_best_lr(rows)
+    rows = [_row(out / r.run_id, r) for r in planned if (out / r.run_id / "plan.yaml").exists()]
+    mark_best_lr(rows)
     return rows
 
 
-def _row(run_dir: Path, run_id: str, budget: float | None) -> dict:
+def run_status(run_dir: Path) -> str:
+    """The run's recorded status, except that a run recorded `running` whose directory lock nobody holds was
+    killed without a word (SIGKILL, power loss): it is `stopped`, and resumes from its last checkpoint."""
+    summary = read_json(run_dir / "summary.json")
+    if summary is None:
+        return "pending"
+    status = summary.get("status", "running")
+    if status == "running" and not DirectoryLock.held(run_dir / ".lock"):
+        return "stopped"
+    return status
+
+
+def _row(run_dir: Path, r) -> dict:
     cfg = config_lib.from_dict(yaml.safe_load((run_dir / "plan.yaml").read_text()), str(run_dir / "plan.yaml"))
-    s = read_json(run_dir / "summary.json") or {"status": "pending"}
+    s = read_json(run_dir / "summary.json") or {}
     model = cfg.model.resolve(cfg.recipe)
     return {
-        "run_id": run_id, "recipe": cfg.recipe.name, "status": s.get("status", "pending"),
+        "run_id": r.run_id, "label": r.label, "recipe": cfg.recipe.name, "status": run_status(run_dir),
         "d_model": model.d_model, "n_layers": model.n_layers, "d_ff": model.d_ff,
         "n_params": s.get("n_params"), "n_params_non_embedding": s.get("n_params_non_embedding"),
-        "tokens": s.get("tokens"), "flops": s.get("flops"), "budget": budget, "lr": s.get("hyperparams", {}).get("lr"),
-        "seed": cfg.train.seed, "final_train_loss": s.get("final_train_loss"), "final_val_loss": s.get("final_val_loss"),
+        "tokens": s.get("tokens"), "flops": s.get("flops"), "budget": r.budget, "lr": s.get("hyperparams", {}).get("lr"),
+        "seed": cfg.train.seed, "final_train_loss": s.get("final_train_loss"),
+        "final_tune_loss": s.get("final_tune_loss"), "final_val_loss": s.get("final_val_loss"),
         "val_bits_per_byte": s.get("val_bits_per_byte"), "tokens_per_sec": s.get("tokens_per_sec"),
         "energy_per_token_7nm_j": inference_energy(model, cfg.recipe, node="7nm")["total"],
         "energy_per_token_45nm_j": inference_energy(model, cfg.recipe, node="45nm")["total"],
         "wall_s": s.get("wall_s"), "best_lr": False, "data_entropy_floor": s.get("data_entropy_floor"),
         "eval": s.get("eval"),  # bitnet_jax.eval results, when the sweep has an eval section
+        "lr_rivals": _without_lr(cfg),  # runs with equal values differ only in learning rate
     }
 
 
-def _mark_best_lr(rows: list[dict]) -> None:
-    """Among runs that differ only in learning rate, flag the finished one with the lowest validation loss."""
-    groups: dict[tuple, dict] = {}
+def mark_best_lr(rows: list[dict]) -> str:
+    """Among finished runs that differ only in learning rate, flag the one with the lowest loss on the tuning split
+    (the validation loss, which the report shows, then stays an unbiased estimate). Runs without a tuning loss (a
+    sweep with data.tune_fraction=0, or runs from before the split existed) are chosen on the validation loss.
+    Returns how the choice was made: tune, val, or none (no run has a rival learning rate)."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["status"] != "finished" or r["final_val_loss"] is None:
-            continue
-        key = (r["recipe"], r["d_model"], r["n_layers"], r["d_ff"], r["budget"], r["tokens"], r["seed"])
-        if key not in groups or r["final_val_loss"] < groups[key]["final_val_loss"]:
-            groups[key] = r
-    for r in groups.values():
-        r["best_lr"] = True
+        if r["status"] == "finished" and r["final_val_loss"] is not None:
+            groups.setdefault(r["lr_rivals"], []).append(r)
+    for r in rows:
+        r["best_lr"] = False
+    used = set()
+    for members in groups.values():
+        on_tune = all(r["final_tune_loss"] is not None for r in members)
+        metric = "final_tune_loss" if on_tune else "final_val_loss"
+        min(members, key=lambda r: r[metric])["best_lr"] = True
+        if len(members) > 1:
+            used.add("tune" if on_tune else "val")
+    return "val" if "val" in used else ("tune" if used else "none")
 
 
-def fit_rows(rows: list[dict]) -> list[dict]:
-    """The rows that enter the fits: finished runs at their best learning rate."""
-    return [r for r in rows if r["best_lr"]]
+def _without_lr(cfg) -> str:
+    flat = config_lib.flat_dict(cfg)
+    return repr(sorted((k, repr(v)) for k, v in flat.items()
+                       if k not in ("train.lr", "train.lr_stage2") and not k.startswith("tracking.")))
 
 
 def eval_metrics(row: dict) -> dict[str, float | None]:
@@ -115,13 +138,16 @@ def format_eval_table(rows: list[dict]) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'run id':<48}{'status':<10}{'N':>9}{'D':>9}{'C':>9}{'train':>8}{'val':>8}{'bpb':>7}{'tok/s':>9}"
-            f"{'E7nm/tok':>10}{'wall':>7}")
+    """The table `bitnet-jax results` prints; N is non-embedding parameters (the fits' N), N_total all of them."""
+    width = max([len(r["run_id"]) for r in rows] + [6]) + 2
+    head = (f"{'run id':<{width}}{'status':<12}{'N':>9}{'N_total':>9}{'D':>9}{'C':>9}{'train':>8}{'tune':>8}"
+            f"{'val':>8}{'bpb':>7}{'tok/s':>9}{'E7nm/tok':>10}{'wall':>7}")
     lines = [head]
     for r in rows:
-        lines.append(f"{r['run_id']:<48}{r['status']:<10}{_g(r['n_params'])}{_g(r['tokens'])}{_g(r['flops'])}"
-                     f"{_f(r['final_train_loss'], 8)}{_f(r['final_val_loss'], 8)}{_f(r['val_bits_per_byte'], 7, 3)}"
-                     f"{_g(r['tokens_per_sec'])}{_g(r['energy_per_token_7nm_j'], 10)}{_f(r['wall_s'], 7, 0)}"
+        lines.append(f"{r['run_id']:<{width}}{r['status']:<12}{_g(r['n_params_non_embedding'])}{_g(r['n_params'])}"
+                     f"{_g(r['tokens'])}{_g(r['flops'])}{_f(r['final_train_loss'], 8)}{_f(r['final_tune_loss'], 8)}"
+                     f"{_f(r['final_val_loss'], 8)}{_f(r['val_bits_per_byte'], 7, 3)}{_g(r['tokens_per_sec'])}"
+                     f"{_g(r['energy_per_token_7nm_j'], 10)}{_f(r['wall_s'], 7, 0)}"
                      + ("" if r["best_lr"] or r["status"] != "finished" else "  (not best lr)"))
     return "\n".join(lines)
 

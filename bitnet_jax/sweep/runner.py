@@ -1,37 +1,47 @@
-"""The sweep runner: every planned run in its own subprocess and directory, resumable at any moment.
+"""The sweep runner: plan, check, then train every run in child processes (one job = one run or a vmapped group),
+resumable at any moment.
 
-- Finished and diverged runs are skipped; any other run is (re)started with `--resume`, so a killed run continues
-  from its last checkpoint and ends with the losses of an uninterrupted one.
-- A lock file stops two runners sharing one directory; each run also locks its own directory.
+- Before anything is written, every planned config is validated and the data is resolved once per distinct data
+  section (files, tokenizer, token cache), so a broken spec fails in seconds with one line and no run directories.
+- A spec whose plans differ from the runs already in the directory is refused (the runs and keys are listed) unless
+  `restart_changed` starts those runs afresh.
+- Finished and diverged runs are skipped; any other run continues from its last checkpoint.
+- SIGINT / SIGTERM: no queued job starts, running jobs checkpoint and stop (their runs are `interrupted`), and the
+  runner raises KeyboardInterrupt; the same command resumes. A job that writes nothing for
+  executor.stall_timeout_s is killed and its unfinished runs are marked failed.
+- A lock file stops two runners sharing one directory; each run locks its own directory.
 - A child dies with the runner (PR_SET_PDEATHSIG, see follow_parent), so a SIGKILLed sweep leaves no orphan.
-- A failed or diverged run does not stop the sweep; it is recorded with its status and left out of the fits.
-- On a host with several GPUs, runs go in parallel, one per GPU.
+- On a host with GPUs, jobs go in parallel: executor.runs_per_gpu per GPU, each with its share of GPU memory.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from bitnet_jax import config as config_lib
+from bitnet_jax.errors import ConfigError
+from bitnet_jax.files import DirectoryLock, read_json, write_atomic, write_json
+from bitnet_jax.sweep import jobs as jobs_lib
 from bitnet_jax.sweep import spec as spec_lib
-from bitnet_jax.sweep.spec import EvalSpec, PlannedRun
-from bitnet_jax.files import write_atomic
-from bitnet_jax.files import DirectoryLock, read_json, write_json
+from bitnet_jax.sweep.jobs import Job
+from bitnet_jax.sweep.results import run_status
+from bitnet_jax.sweep.spec import EvalSpec, PlannedRun, SweepSpec
 
 DONE = ("finished", "diverged")
 PARENT_ENV = "BITNET_JAX_SWEEP_PARENT"
+STOP_GRACE_S = 120.0  # how long stopped jobs may take to write their checkpoints before they are killed
+POLL_S = 0.2
 
 
 @dataclass
@@ -41,89 +51,229 @@ class SweepResult:
     statuses: dict[str, str]
 
 
-def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bool = False) -> SweepResult:
+def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bool = False,
+        restart_changed: bool = False) -> SweepResult:
     """Run (or, with dry_run, only list) every run of the sweep, then write the results table, fits and report."""
     spec = spec_lib.load(spec_path)
     runs = spec_lib.expand(spec)
     out = Path(out_dir or Path("runs") / spec.name)
+    gpus = jobs_lib.gpu_ids()
+    per_device = jobs_lib.jobs_per_gpu(runs, spec.executor, bool(gpus))
+    jobs = jobs_lib.plan_jobs(runs, spec.executor, jobs_lib.device_memory(bool(gpus)), per_device)
+    slots = _slots(gpus, per_device, spec.executor.parallel)
     if dry_run:
         print(spec_lib.describe(runs, spec))
+        print(describe_jobs(jobs, spec, len(slots)))
         return SweepResult(out, runs, {r.run_id: run_status(out / r.run_id) for r in runs})
     if spec.eval.active:
         _check_eval_inputs(spec.eval)
+    _check_data(runs)
+    changed = changed_runs(runs, out)
+    if changed and not restart_changed:
+        listing = "; ".join(f"{rid} ({', '.join(keys)})" for rid, keys in changed[:5])
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise ConfigError(f"{spec_path} plans {len(changed)} run(s) differently from the runs in {out}: {listing}{more};"
+                          f" restore the spec, use another --out, or pass --restart-changed to train those runs afresh")
     out.mkdir(parents=True, exist_ok=True)
     with DirectoryLock(out / ".sweep.lock", what="a sweep runner"):
+        for run_id, _ in changed:
+            shutil.rmtree(out / run_id)
         write_atomic(out / "sweep.yaml", Path(spec_path).read_text())
         for r in runs:
             config_lib.dump(r.config, out / r.run_id / "plan.yaml")
-        statuses = _execute(runs, out, spec.executor.parallel, spec.eval)
-        from bitnet_jax.scaling.report import build_report  # plotting libraries only once runs are done
+        statuses = _Scheduler(jobs, runs, out, slots, per_device, spec).execute()
+        from bitnet_jax.sweep.report import write_reports  # plotting libraries only once runs are done
 
-        build_report(out)
+        write_reports(out)
     return SweepResult(out, runs, statuses)
 
 
-def run_status(run_dir: Path) -> str:
-    summary = read_json(run_dir / "summary.json")
-    return summary.get("status", "running") if summary else "pending"
+def changed_runs(runs: list[PlannedRun], out: Path) -> list[tuple[str, list[str]]]:
+    """(run id, keys) for every planned run whose directory holds a run of another config (beyond what a resume may
+    change: train.steps, logging, evaluation, checkpoint and tracking settings)."""
+    changed = []
+    for r in runs:
+        saved = out / r.run_id / "config.yaml"
+        if not saved.exists():
+            saved = out / r.run_id / "plan.yaml"
+        if saved.exists():
+            keys = config_lib.changed_keys(config_lib.load(saved), r.config)
+            if keys:
+                changed.append((r.run_id, keys))
+    return changed
 
 
-def _execute(runs: list[PlannedRun], out: Path, parallel: int | None,
-             evaluation: EvalSpec | None = None) -> dict[str, str]:
-    statuses = {r.run_id: run_status(out / r.run_id) for r in runs}
-    evaluate = evaluation is not None and evaluation.active
-    todo = [r for r in runs
-            if statuses[r.run_id] not in DONE or (evaluate and _needs_eval(out / r.run_id, evaluation))]
-    gpus = _gpu_ids()
-    slots: queue.Queue = queue.Queue()
-    n_slots = parallel or max(1, len(gpus))
-    for i in range(n_slots):
-        slots.put(gpus[i % len(gpus)] if gpus else None)
-    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), unit="run", desc="sweep", dynamic_ncols=True)
-    lock = threading.Lock()
+def _check_data(runs: list[PlannedRun]) -> None:
+    """Resolve each distinct data section once (files, tokenizer, token cache) and check that it fills every run's
+    vocabulary, training window and evaluation batches; the runs then read the token cache."""
+    from bitnet_jax.data import check_window, load_token_data, val_batches
 
-    def work(r: PlannedRun) -> None:
-        gpu = slots.get()
+    seen: dict[tuple, object] = {}
+    for r in runs:
+        cfg = r.config
+        key = (repr(cfg.data), cfg.model.seq_len)
+        if key not in seen:
+            seen[key] = load_token_data(cfg.data, seq_len=cfg.model.seq_len)
+        data = seen[key]
+        if cfg.model.vocab_size < data.vocab_size:
+            raise ConfigError(f"run {r.run_id}: model.vocab_size={cfg.model.vocab_size} is smaller than the "
+                              f"{cfg.data.tokenizer} tokenizer's vocabulary ({data.vocab_size}); set family.base "
+                              f"vocab_size: {data.vocab_size}")
+        check_window(data.train, cfg.model.seq_len)
+        for split in ("val", "tune"):
+            tokens = getattr(data, split, ())
+            if split == "val" or len(tokens):
+                val_batches(tokens, cfg.train.batch_size, cfg.model.seq_len, cfg.train.eval_batches)
+
+
+def _slots(gpus: list[str], per_device: int, parallel: int | None) -> list[str | None]:
+    """One entry per job that may run at once: a GPU id (repeated per_device times), or None on a CPU host."""
+    if not gpus:
+        return [None] * (parallel or 1)
+    slots = [g for g in gpus for _ in range(per_device)]
+    return slots[:parallel] if parallel else slots
+
+
+def describe_jobs(jobs: list[Job], spec: SweepSpec, n_slots: int) -> str:
+    rate = spec.executor.est_flops_per_sec
+    lines = [f"{len(jobs)} jobs (executor.group={str(spec.executor.group).lower()}), {n_slots} at a time:"]
+    for j in jobs:
+        lines.append(f"  {j.name:<56}{len(j.runs):>3} run(s) {j.steps:>7} steps  ~{spec_lib.duration(j.seconds(rate))}")
+    total = sum(j.seconds(rate) for j in jobs) / max(1, min(n_slots, len(jobs)))
+    lines.append(f"estimated wall time: {spec_lib.duration(total)} at {rate:.2g} FLOP/s per job "
+                 f"(executor.est_flops_per_sec) plus {jobs_lib.START_S:.0f} s start-up per job")
+    return "\n".join(lines)
+
+
+class _Scheduler:
+    """Starts jobs on free slots, watches them for progress, and stops them all on SIGINT / SIGTERM."""
+
+    def __init__(self, jobs: list[Job], runs: list[PlannedRun], out: Path, slots: list, per_device: int,
+                 spec: SweepSpec):
+        self.out, self.spec, self.free, self.per_device = out, spec, list(slots), per_device
+        self.statuses = {r.run_id: run_status(out / r.run_id) for r in runs}
+        self.evaluation = spec.eval if spec.eval.active else None
+        self.queue = [Job(tuple(r for r in j.runs if self._todo(r))) for j in jobs]
+        self.queue = [j for j in self.queue if j.runs]
+        self.running: dict[subprocess.Popen, _Running] = {}
+        self.stop_signal: int | None = None
+        self.bar = tqdm(total=len(runs), initial=len(runs) - sum(len(j.runs) for j in self.queue), unit="run",
+                        desc="sweep", dynamic_ncols=True)
+
+    def _todo(self, r: PlannedRun) -> bool:
+        return self.statuses[r.run_id] not in DONE or (
+            self.evaluation is not None and _needs_eval(self.out / r.run_id, self.evaluation))
+
+    def execute(self) -> dict[str, str]:
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
         try:
-            status = statuses[r.run_id] if statuses[r.run_id] in DONE else _run_one(r, out / r.run_id, gpu)
-            if evaluate and _needs_eval(out / r.run_id, evaluation):
-                _eval_one(out / r.run_id, gpu, evaluation)
+            while self.queue or self.running:
+                while self.queue and self.free and self.stop_signal is None:
+                    self._start(self.queue.pop(0), self.free.pop(0))
+                self._poll()
+                if self.stop_signal is not None:
+                    self._stop()
+                time.sleep(POLL_S)
         finally:
-            slots.put(gpu)
-        with lock:
-            statuses[r.run_id] = status
-            summary = read_json(out / r.run_id / "summary.json") or {}
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.bar.close()
+        bad = [rid for rid, s in self.statuses.items() if s != "finished"]
+        if bad:
+            print(f"warning: {len(bad)} run(s) did not finish and are left out of the fits: {', '.join(bad)}",
+                  file=sys.stderr)
+        return self.statuses
+
+    def _on_signal(self, signum, frame):
+        self.stop_signal = signum
+
+    def _env(self, slot) -> dict:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+            env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / self.per_device:.3f}")  # a share per job
+        return env
+
+    def _start(self, job: Job, slot) -> None:
+        train = [r for r in job.runs if self.statuses[r.run_id] not in DONE]
+        log_path = self.out / "logs" / f"{job.name}.log"
+        if not train:  # only evaluation is left
+            self._finish(_Running(job, slot, time.monotonic(), log_path), code=0)
+            return
+        log_path.parent.mkdir(exist_ok=True)
+        with open(log_path, "a") as log:  # the child keeps its own descriptor
+            cmd = [sys.executable, "-m", "bitnet_jax.cli", "train-group", *(str(self.out / r.run_id) for r in train)]
+            proc = subprocess.Popen(cmd, env=self._env(slot), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # a terminal's Ctrl-C reaches the runner alone
+        self.running[proc] = _Running(job, slot, time.monotonic(), log_path)
+
+    def _poll(self) -> None:
+        for proc, job in list(self.running.items()):
+            code = proc.poll()
+            reason = None
+            if code is None:
+                quiet = time.monotonic() - max(job.started, _last_write(self.out, job))
+                if quiet <= self.spec.executor.stall_timeout_s:
+                    continue
+                proc.kill()
+                code = proc.wait()
+                reason = f"no progress for {quiet:.0f} s (executor.stall_timeout_s); killed"
+            del self.running[proc]
+            self._finish(job, code, reason)
+
+    def _finish(self, job: "_Running", code: int, reason: str | None = None) -> None:
+        for r in job.job.runs:
+            run_dir = self.out / r.run_id
+            status = run_status(run_dir)
+            if code != 0 and status not in (*DONE, "interrupted"):  # a crash the run could not record itself
+                summary = read_json(run_dir / "summary.json") or {}
+                summary.update(status="failed", error=reason or f"exit code {code}; see {job.log_path}")
+                write_json(run_dir / "summary.json", summary)
+                status = "failed"
+            if self.stop_signal is None and self.evaluation is not None and _needs_eval(run_dir, self.evaluation):
+                _eval_one(run_dir, self.evaluation, self._env(job.slot))
+            self.statuses[r.run_id] = status
+            summary = read_json(run_dir / "summary.json") or {}
             loss = summary.get("final_val_loss")
-            bar.write(f"{r.run_id}: {status}" + (f", val loss {loss:.4f}" if loss is not None else "")
-                      + (f"; evaluation failed: {summary['eval_error']}" if summary.get("eval_error") else ""))
-            bar.update(1)
+            self.bar.write(f"{r.run_id}: {status}" + (f", val loss {loss:.4f}" if loss is not None else "")
+                           + (f"; evaluation failed: {summary['eval_error']}" if summary.get("eval_error") else ""))
+            self.bar.update(1)
+        self.free.append(job.slot)
 
-    with ThreadPoolExecutor(max_workers=n_slots) as pool:
-        for future in [pool.submit(work, r) for r in todo]:
-            future.result()
-    bar.close()
-    bad = [rid for rid, s in statuses.items() if s != "finished"]
-    if bad:
-        print(f"warning: {len(bad)} run(s) did not finish and are left out of the fits: {', '.join(bad)}",
-              file=sys.stderr)
-    return statuses
+    def _stop(self) -> None:
+        """Forward the stop to every running job, give them STOP_GRACE_S to checkpoint, then raise."""
+        for proc in self.running:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while self.running and time.monotonic() < deadline:
+            self._poll()
+            time.sleep(POLL_S)
+        for proc, job in list(self.running.items()):
+            proc.kill()
+            del self.running[proc]
+            self._finish(job, proc.wait(), "killed after the sweep was stopped")
+        queued = sum(len(j.runs) for j in self.queue)
+        self.bar.write(f"sweep stopped ({signal.Signals(self.stop_signal).name}): running runs saved a checkpoint, "
+                       f"{queued} queued run(s) not started")
+        raise KeyboardInterrupt
 
 
-def _run_one(r: PlannedRun, run_dir: Path, gpu: str | None) -> str:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    cmd = [sys.executable, "-m", "bitnet_jax.cli", "train", str(run_dir / "plan.yaml"), "--out", str(run_dir),
-           "--resume"]
-    with open(run_dir / "train.log", "a") as log:
-        code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    status = run_status(run_dir)
-    if code != 0 and status not in (*DONE, "interrupted"):  # a crash the run could not record itself
-        summary = read_json(run_dir / "summary.json") or {}
-        summary.update(status="failed", error=f"exit code {code}; see {run_dir / 'train.log'}")
-        write_json(run_dir / "summary.json", summary)
-        status = "failed"
-    return status
+@dataclass
+class _Running:
+    job: Job
+    slot: str | None
+    started: float  # time.monotonic()
+    log_path: Path
+
+
+def _last_write(out: Path, job: _Running) -> float:
+    """The newest modification time (on the monotonic clock) among the job's log and its runs' record files."""
+    paths = [job.log_path] + [out / r.run_id / name for r in job.job.runs for name in ("metrics.jsonl", "summary.json")]
+    newest = max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
+    return time.monotonic() - (time.time() - newest) if newest else 0.0
 
 
 def _check_eval_inputs(evaluation: EvalSpec) -> None:
@@ -145,12 +295,9 @@ def _needs_eval(run_dir: Path, evaluation: EvalSpec) -> bool:
                                                      or missing_text)
 
 
-def _eval_one(run_dir: Path, gpu: str | None, evaluation: EvalSpec) -> None:
+def _eval_one(run_dir: Path, evaluation: EvalSpec, env: dict) -> None:
     """`bitnet-jax eval` on a finished run, in its own process (its results land in the run's summary.json); a
     failure is recorded as summary["eval_error"] and retried the next time the sweep runs."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
     cmd = [sys.executable, "-m", "bitnet_jax.cli", "eval", str(run_dir), *evaluation.cli_args()]
     with open(run_dir / "eval.log", "a") as log:
         code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -177,16 +324,3 @@ def follow_parent() -> None:
         return
     if os.getppid() != int(parent):
         os._exit(1)
-
-
-def _gpu_ids() -> list[str]:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]

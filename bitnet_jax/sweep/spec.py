@@ -6,6 +6,9 @@ each a full RunConfig with its id, N, D and C.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 import typing
 from dataclasses import dataclass, field
@@ -42,8 +45,19 @@ class BudgetSpec:
 
 @dataclass(frozen=True)
 class ExecutorSpec:
-    parallel: int | None = None  # runs at a time; None: one per GPU, or 1 on a CPU host
+    parallel: int | None = None  # jobs at a time; None: runs_per_gpu per GPU, or 1 on a CPU host
+    group: bool = True  # runs that differ only in LR, weight decay or seed train together in one vmapped job
+    max_group: int | None = None  # most runs per job; None: as many as fit the device memory estimate
+    runs_per_gpu: int | None = None  # jobs sharing one GPU; None: chosen from the model sizes
+    stall_timeout_s: float = 3600.0  # a job that writes nothing for this long is killed and its runs marked failed
     est_flops_per_sec: float = 2.5e10  # for the dry run's time estimate (2-core CPU ~2.5e10; an H100 ~1e14)
+
+    def __post_init__(self):
+        for name in ("parallel", "max_group", "runs_per_gpu"):
+            if (getattr(self, name) or 1) < 1:
+                raise ConfigError(f"executor.{name}={getattr(self, name)}: must be a positive integer (or null)")
+        if self.stall_timeout_s <= 0 or self.est_flops_per_sec <= 0:
+            raise ConfigError("executor.stall_timeout_s and executor.est_flops_per_sec must be positive")
 
 
 @dataclass(frozen=True)
@@ -89,10 +103,11 @@ class EvalSpec:
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
-    recipes: tuple = ("fp16", "bitnet", "bitnet_b158")  # recipe names or recipe mappings
+    recipes: tuple = ("fp16", "bitnet", "bitnet_b158")  # recipe names or mappings {name, label?, field: value}
+    baseline: str | None = None  # the label every other label is compared with; None: fp16 when present
     family: FamilySpec = field(default_factory=FamilySpec)
     budget: BudgetSpec = field(default_factory=BudgetSpec)
-    lr: dict = field(default_factory=dict)  # recipe name -> learning rate (or a list: a grid, best kept)
+    lr: dict = field(default_factory=dict)  # label or recipe name -> learning rate (or a list: a grid, best kept)
     lr_grid: tuple[float, ...] = ()  # the same grid for every recipe
     seeds: tuple[int, ...] = (0,)
     data: dict = field(default_factory=dict)
@@ -107,6 +122,7 @@ class SweepSpec:
 @dataclass(frozen=True)
 class PlannedRun:
     run_id: str
+    label: str  # the curve the run belongs to: a recipe name, or a variant's given or derived label
     config: RunConfig
     n_params: int
     n_params_non_embedding: int
@@ -151,6 +167,8 @@ def from_dict(raw: dict) -> SweepSpec:
             if not items:
                 raise ConfigError("recipes: list at least one recipe")
             values[key] = tuple(items)
+        elif key == "baseline":
+            values[key] = None if value is None else config_lib.coerce(value, str, key)
         else:
             values[key] = config_lib.coerce(value, hints[key], key)
     spec = SweepSpec(**values)
@@ -177,6 +195,45 @@ def _check(spec: SweepSpec) -> None:
             raise ConfigError(f"train.{key}: set by the sweep (budget, lr/lr_grid, seeds), not in its train section")
     if not spec.seeds:
         raise ConfigError("seeds: list at least one seed")
+    labels = [label_of(r) for r in spec.recipes]
+    repeated = sorted({x for x in labels if labels.count(x) > 1})
+    if repeated:
+        raise ConfigError(f"recipes: two entries share the label {repeated[0]}; give one of them a distinct `label:`")
+    names = {_recipe_name(r) for r in spec.recipes}
+    for key in spec.lr:
+        if key not in labels and key not in names:
+            raise ConfigError(f"lr.{key}: not a label or recipe name of this sweep; use one of "
+                              f"{', '.join(dict.fromkeys([*labels, *sorted(names)]))}")
+    if spec.baseline is not None and spec.baseline not in labels:
+        raise ConfigError(f"baseline: {spec.baseline!r} is not a label of this sweep; labels: {', '.join(labels)}")
+
+
+def label_of(recipe) -> str:
+    """A recipe entry's label: given, or the recipe name plus the fields it changes (bitnet_b158+ste=clipped)."""
+    if isinstance(recipe, str):
+        return recipe
+    if not isinstance(recipe, dict) or "name" not in recipe:
+        raise ConfigError("recipes: each entry is a recipe name or a mapping with a 'name' key (and fields to change)")
+    if recipe.get("label") is not None:
+        label = recipe["label"]
+        if not isinstance(label, str) or not re.fullmatch(r"[\w.+=-]+", label):
+            raise ConfigError(f"recipes: label {label!r} may hold only letters, digits and _ . + = -")
+        return label
+    changes = [f"{k}={_format(v)}" for k, v in recipe.items() if k not in ("name", "label")]
+    return "+".join([recipe["name"], *changes])
+
+
+def _format(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def baseline_label(spec: SweepSpec) -> str:
+    """The label comparisons are made against: the spec's `baseline`, else fp16."""
+    return spec.baseline or "fp16"
 
 
 def _sizes(spec: SweepSpec) -> list[dict]:
@@ -193,10 +250,15 @@ def _recipe_name(recipe) -> str:
     return recipe if isinstance(recipe, str) else recipe.get("name", "?")
 
 
-def _lrs(spec: SweepSpec, recipe_name: str) -> list[float | None]:
+def _recipe_config(recipe):
+    """The run config's recipe section: the entry without its label."""
+    return recipe if isinstance(recipe, str) else {k: v for k, v in recipe.items() if k != "label"}
+
+
+def _lrs(spec: SweepSpec, label: str, recipe_name: str) -> list[float | None]:
     if spec.lr_grid:
         return list(spec.lr_grid)
-    value = spec.lr.get(recipe_name)
+    value = spec.lr.get(label, spec.lr.get(recipe_name))
     if value is None:
         return [None]  # the recipe's default
     return [float(v) for v in value] if isinstance(value, list) else [float(value)]
@@ -204,17 +266,18 @@ def _lrs(spec: SweepSpec, recipe_name: str) -> list[float | None]:
 
 def expand(spec: SweepSpec) -> list[PlannedRun]:
     """Every run of the sweep, smallest sizes first (so a partial sweep has every recipe at its sizes):
-    size, recipe, budget, learning rate, seed."""
-    runs, seen = [], set()
+    size, recipe entry, budget, learning rate, seed. Run ids are readable and unique for every distinct config."""
+    planned = []
     budgets = list(spec.budget.compute) or [None]
     for size in _sizes(spec):
         for recipe in spec.recipes:
-            name = _recipe_name(recipe)
+            name, label = _recipe_name(recipe), label_of(recipe)
             for budget in budgets:
-                for lr in _lrs(spec, name):
+                for lr in _lrs(spec, label, name):
                     for seed in spec.seeds:
-                        raw = {"recipe": recipe, "model": {**spec.family.base, **size}, "data": dict(spec.data),
-                               "train": dict(spec.train), "tracking": {**spec.tracking, "progress": False}}
+                        raw = {"recipe": _recipe_config(recipe), "model": {**spec.family.base, **size},
+                               "data": dict(spec.data), "train": dict(spec.train),
+                               "tracking": {**spec.tracking, "progress": False}}
                         cfg = config_lib.from_dict(raw, "run")
                         counts = param_counts(cfg.model, cfg.recipe)
                         batch = cfg.train.batch_size * cfg.model.seq_len
@@ -226,14 +289,23 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
                                  "ckpt_every": min(cfg.train.ckpt_every, steps)}
                         if lr is not None:
                             train["lr"] = lr
-                        run_id = _run_id(name, cfg.model, budget, steps * batch, lr, seed)
-                        tracking = {"group": spec.name, **raw["tracking"], "name": run_id}  # group: unless given
-                        cfg = config_lib.from_dict({**raw, "train": train, "tracking": tracking}, f"run {run_id}")
-                        if run_id in seen:
-                            raise ConfigError(f"two runs share the id {run_id}: sizes or budgets repeat")
-                        seen.add(run_id)
-                        runs.append(PlannedRun(run_id, cfg, counts["total"], counts["non_embedding"],
-                                               steps * batch, fpt * steps * batch, budget))
+                        planned.append((label, raw, train, counts, steps * batch, fpt, budget, lr, seed))
+    varied = _varied_model_fields([config_lib.from_dict(p[1], "run").model for p in planned])
+    ids = [_run_id(label, config_lib.from_dict(raw, "run").model, varied, budget, tokens, lr, seed)
+           for label, raw, _, _, tokens, _, budget, lr, seed in planned]
+    runs = []
+    for (label, raw, train, counts, tokens, fpt, budget, lr, seed), run_id in zip(planned, ids):
+        cfg = config_lib.from_dict({**raw, "train": train}, f"run {run_id}")
+        if ids.count(run_id) > 1:  # the readable parts do not tell these configs apart: add a hash of the plan
+            run_id = f"{run_id}_{_plan_hash(cfg)}"
+        tracking = {"group": spec.name, **raw["tracking"], "name": run_id}  # group: unless the spec gives one
+        cfg = config_lib.from_dict({**raw, "train": train, "tracking": tracking}, f"run {run_id}")
+        runs.append(PlannedRun(run_id, label, cfg, counts["total"], counts["non_embedding"], tokens, fpt * tokens,
+                               budget))
+    repeated = sorted({r.run_id for r in runs if [x.run_id for x in runs].count(r.run_id) > 1})
+    if repeated:
+        raise ConfigError(f"two runs would train the same config ({repeated[0]}): sizes, budgets or recipe "
+                          f"entries repeat")
     return runs
 
 
@@ -245,30 +317,43 @@ def _tokens(budget: BudgetSpec, compute: float | None, counts: dict, fpt: float,
     return compute / fpt
 
 
-def _run_id(recipe: str, model: ModelConfig, budget: float | None, tokens: int, lr: float | None, seed: int) -> str:
-    parts = [recipe, f"d{model.d_model}L{model.n_layers}f{model.d_ff}"]
-    parts.append(f"C{budget:.2g}" if budget else f"D{tokens:.3g}")
+_SHAPE_FIELDS = ("d_model", "n_layers", "d_ff")  # always in the id
+
+
+def _varied_model_fields(models: list[ModelConfig]) -> list[str]:
+    """Model fields besides the shape that take more than one value across the sweep (they go into run ids)."""
+    names = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in _SHAPE_FIELDS]
+    return [n for n in names if len({getattr(m, n) for m in models}) > 1]
+
+
+def _run_id(label: str, model: ModelConfig, varied: list[str], budget: float | None, tokens: int,
+            lr: float | None, seed: int) -> str:
+    parts = [re.sub(r"[^\w.+=-]", "-", label), f"d{model.d_model}L{model.n_layers}f{model.d_ff}"]
+    parts += [f"{n}={_format(getattr(model, n))}" for n in varied]
+    parts.append((f"C{budget:.2g}" if budget else f"D{tokens:.3g}").replace("+", ""))
     if lr is not None:
         parts.append(f"lr{lr:g}")
     parts.append(f"s{seed}")
-    return "_".join(parts).replace("+", "")
+    return "_".join(parts)
+
+
+def _plan_hash(cfg: RunConfig) -> str:
+    text = json.dumps(config_lib.flat_dict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
 def describe(runs: list[PlannedRun], spec: SweepSpec) -> str:
-    """The dry run's table: run id, recipe, N, D, C and the estimated time."""
-    lines = [f"{'run id':<52}{'recipe':<20}{'N':>10}{'N_nonemb':>10}{'D':>10}{'C':>10}{'est.':>8}"]
-    total = 0.0
+    """The dry run's table: run id, label, N, D, C and the FLOPs of each run."""
+    width = max([len(r.run_id) for r in runs] + [6]) + 2
+    lines = [f"{'run id':<{width}}{'label':<28}{'N_nonemb':>10}{'N_total':>10}{'D':>10}{'C':>10}"]
     for r in runs:
-        est = r.flops / spec.executor.est_flops_per_sec + 5.0  # + start-up and compilation
-        total += est
-        lines.append(f"{r.run_id:<52}{r.config.recipe.name:<20}{r.n_params:>10.3g}{r.n_params_non_embedding:>10.3g}"
-                     f"{r.tokens:>10.3g}{r.flops:>10.3g}{_duration(est):>8}")
-    lines.append(f"{len(runs)} runs, about {_duration(total)} in all at {spec.executor.est_flops_per_sec:.2g} FLOP/s "
-                 f"(executor.est_flops_per_sec) run one at a time")
+        lines.append(f"{r.run_id:<{width}}{r.label:<28}{r.n_params_non_embedding:>10.3g}{r.n_params:>10.3g}"
+                     f"{r.tokens:>10.3g}{r.flops:>10.3g}")
+    lines.append(f"{len(runs)} runs, {sum(r.flops for r in runs):.3g} training FLOPs in all")
     return "\n".join(lines)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:

@@ -18,16 +18,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from bitnet_jax import config as config_lib, recipes
-from bitnet_jax.config import TrainConfig
+from bitnet_jax.config import RunConfig, TrainConfig
 from bitnet_jax.data import build_token_data, check_window, train_batch
 from bitnet_jax.errors import ConfigError
-from bitnet_jax.model import ModelConfig, Transformer, flops_per_token, param_counts
-from bitnet_jax.train.loop import attention_impl, compute_dtype
-from bitnet_jax.train.optim import Hyperparams, make_optimizer
-from bitnet_jax.train.step import METRICS, FlatModel, init_state, make_train_step
+from bitnet_jax.model import ModelConfig, flops_per_token, param_counts
+from bitnet_jax.train.state import attention_impl, build_training, compute_dtype
+from bitnet_jax.train.step import METRICS, make_train_step
 
 PRESETS = {
     # LLaMA-shaped ~125M (REFERENCE.md's PyTorch peer: d 768, 12 layers, SwiGLU 2048, vocab 32000 tied)
@@ -75,12 +73,9 @@ def _batch(kind: str, batch_size: int, cfg: ModelConfig) -> jax.Array:
 def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch, steps, warmup, peak_tflops) -> dict:
     dtype = compute_dtype(train_cfg.compute_dtype)
     attention = attention_impl(train_cfg.attention, dtype)
-    model = Transformer(cfg, recipe, rngs=nnx.Rngs(0), dtype=dtype, attention_impl=attention)
-    flat, params, rest = FlatModel.split(model)
-    hp = Hyperparams.resolve(dataclasses.replace(train_cfg, steps=10_000), recipe)
-    tx = make_optimizer(hp)
-    state = init_state(params, rest, tx, hp)
-    step = make_train_step(flat, tx, hp)
+    training = build_training(RunConfig(recipe=recipe, model=cfg, train=dataclasses.replace(train_cfg, steps=10_000)))
+    state = training.state
+    step = make_train_step(training.model, training.optimizer, training.hyperparams)
     batch_size = batch.shape[0]
     t0 = time.perf_counter()
     state, m = step(state, batch)

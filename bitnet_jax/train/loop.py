@@ -1,33 +1,38 @@
-"""One training run: data, model, optimiser, the jitted step, evaluation, checkpoints and run outputs.
+"""Training jobs: one run (`run`), or a group of runs of one shape trained together in one process (`run_group`).
 
-OUT/config.yaml, OUT/metrics.jsonl, OUT/summary.json and OUT/ckpt/ are the whole record of a run; a run killed at any
-moment continues with `resume=True` and ends with exactly the losses of an uninterrupted run.
+A group's runs differ only in per-run values (`config.PER_RUN_VALUES`: learning rates, weight decays, the init and
+data seeds); their states are stacked and one jitted call advances all of them under `jax.vmap`, `steps_per_call`
+steps at a time, drawing every batch on the device. Each run keeps its own directory and record (config.yaml,
+metrics.jsonl, summary.json, ckpt/): a run that diverges is recorded `diverged` and frozen at its last good state while
+the others go on, and a job killed at any moment resumes every run from its own last checkpoint. Logging,
+evaluation and checkpoints happen at call boundaries, on the same steps as with one step per call.
+
+SIGINT or SIGTERM stops a job at its next call boundary: every run saves a checkpoint and is marked `interrupted`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import yaml
-from flax import nnx
+import numpy as np
 from tqdm.auto import tqdm
 
 from bitnet_jax import config as config_lib
 from bitnet_jax.config import RunConfig
-from bitnet_jax.data import TrainBatches, check_same_tokenizer, load_token_data, unigram_bits_per_byte, val_batches
-from bitnet_jax.errors import CheckpointError, ConfigError
-from bitnet_jax.model import Transformer, flops_per_token, param_counts
-from bitnet_jax.train.checkpoint import Checkpoints
-from bitnet_jax.train.optim import Hyperparams, make_optimizer, schedule_values
-from bitnet_jax.files import DirectoryLock, MetricsWriter, read_json, write_json
-from bitnet_jax.train.step import METRICS, FlatModel, init_state, make_eval_step, make_train_step
-from bitnet_jax.train.tracking import make_tracker
+from bitnet_jax.data import check_same_tokenizer, host_train_batch, load_token_data, train_batch
+from bitnet_jax.data import unigram_bits_per_byte, val_batches
+from bitnet_jax.errors import ConfigError
+from bitnet_jax.train.member import Member, bits_per_byte
+from bitnet_jax.train.optim import schedule_values
+from bitnet_jax.train.runtime import GracefulStop, check_deterministic, enable_compile_cache
+from bitnet_jax.train.state import build_model, build_training, compute_dtype
+from bitnet_jax.train.step import METRICS, FlatModel, make_eval_step, make_train_call
 
 
 @dataclass
@@ -40,198 +45,243 @@ class RunResult:
         return self.summary["status"]
 
 
-def compute_dtype(name: str):
-    if name == "auto":
-        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-    return jnp.dtype(name)
-
-
-def attention_impl(name: str, dtype) -> str | None:
-    """auto: cuDNN's fused attention on GPU in 16-bit (2x the XLA step rate at 125M on an H100), else XLA's."""
-    if name == "auto":
-        half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-        return "cudnn" if jax.default_backend() == "gpu" and half else "xla"
-    return name
-
-
-def build_model(cfg: RunConfig) -> Transformer:
-    dtype = compute_dtype(cfg.train.compute_dtype)
-    return Transformer(cfg.model, cfg.recipe, rngs=nnx.Rngs(cfg.train.seed), dtype=dtype,
-                       attention_impl=attention_impl(cfg.train.attention, dtype))
+def default_steps_per_call() -> int:
+    """Steps per jitted call: on a GPU each call costs a dispatch and a metrics copy (milliseconds on a VM), which
+    dominate small models' steps; on a CPU the step itself dominates."""
+    return 8 if jax.default_backend() == "cpu" else 32
 
 
 def run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False) -> RunResult:
     """Train one model as `cfg` says, writing everything under `out_dir` (locked while it trains)."""
-    out = Path(out_dir)
-    with DirectoryLock(out / ".lock", what="a training run"):
-        ckpts = Checkpoints(out / "ckpt", keep=cfg.train.keep_checkpoints)
-        try:
-            return _run_locked(cfg, out, resume, ckpts)
-        finally:
-            ckpts.close()
+    return run_group([(cfg, out_dir)], resume=resume)[0]
 
 
-def _run_locked(cfg: RunConfig, out: Path, resume: bool, ckpts: Checkpoints) -> RunResult:
-    summary_path, config_path = out / "summary.json", out / "config.yaml"
-    previous = read_json(summary_path)
-    latest = ckpts.latest_step()
-    if not resume and (latest is not None or previous is not None):
-        raise CheckpointError(f"{out} already holds a run (step {latest or 0}); pass --resume to continue it "
-                              f"or choose another --out")
-    if resume and config_path.exists():
-        _check_same_model(cfg, config_path)
-    if resume and previous is not None and previous.get("status") == "finished" and latest == cfg.train.steps:
-        return RunResult(out, previous)
-
-    data = load_token_data(cfg.data, seq_len=cfg.model.seq_len)
-    if resume:
-        check_same_tokenizer(previous, data, out)
-    if cfg.model.vocab_size < data.vocab_size:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer} "
-                          f"tokenizer's vocabulary ({data.vocab_size}); set model.vocab_size={data.vocab_size}")
-    model = build_model(cfg)
-    flat, params, rest = FlatModel.split(model)
-    hp = Hyperparams.resolve(cfg.train, cfg.recipe)
-    tx = make_optimizer(hp)
-    state = init_state(params, rest, tx, hp)
-    start, wandb_id = 0, None
-    if resume and latest is not None:
-        state, meta = ckpts.restore(latest, state)
-        state["schedule"] = schedule_values(hp)  # the config's peaks, as before the interruption
-        start, wandb_id = latest, meta.get("wandb_id")
-
-    counts = param_counts(cfg.model, cfg.recipe)
-    tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
-    summary = {
-        "status": "running", "recipe": cfg.recipe.name, "layout": cfg.model.resolve(cfg.recipe).layout,
-        "n_params": counts["total"], "n_params_non_embedding": counts["non_embedding"],
-        "n_params_matmul": counts["matmul"], "step": start, "steps": cfg.train.steps,
-        "tokens": start * tokens_per_step,
-        "flops": flops_per_token(cfg.model, cfg.recipe) * start * tokens_per_step,
-        "flops_per_token": flops_per_token(cfg.model, cfg.recipe),
-        "data_source": data.source, "data_sha256": data.sha256, "bytes_per_token": data.bytes_per_token,
-        "data_entropy_floor": data.entropy_floor,
-        "tokenizer": data.tokenizer, "tokenizer_sha256": data.tokenizer_sha256,
-        "unigram_bits_per_byte": unigram_bits_per_byte(data.train, data.val, data.vocab_size, data.bytes_per_token),
-        "hyperparams": dataclasses.asdict(hp), "device": jax.devices()[0].device_kind,
-        "compute_dtype": jnp.dtype(compute_dtype(cfg.train.compute_dtype)).name,
-        "final_train_loss": None, "final_val_loss": None, "val_bits_per_byte": None,
-        "tokens_per_sec": None, "wall_s": (previous or {}).get("wall_s", 0.0) if resume else 0.0,
-    }
-    config_lib.dump(cfg, config_path)
-    write_json(summary_path, summary)
-    tracker = make_tracker(cfg, out, wandb_id)
-    metrics = MetricsWriter(out / "metrics.jsonl", keep_through_step=start if resume else -1)
-    trainer = _Trainer(cfg, data, flat, tx, hp, ckpts, metrics, tracker, summary, summary_path)
+def run_group(runs: list[tuple[RunConfig, str | Path]], *, resume: bool | None = None) -> list[RunResult]:
+    """Train runs that differ only in per-run values together. resume=None continues each run its directory holds
+    and starts the others (the sweep runner's jobs); True / False require / refuse an existing run."""
+    configs = [cfg for cfg, _ in runs]
+    _check_group(configs)
+    check_deterministic(any(c.train.deterministic for c in configs))
+    enable_compile_cache()
+    members = [Member(cfg, out, resume) for cfg, out in runs]
+    opened: list[Member] = []
+    error: BaseException | None = None
     try:
-        trainer.train(state, start)
+        for m in members:
+            m.open()
+            opened.append(m)
+        todo = [m for m in members if not m.done]
+        if todo:
+            with GracefulStop() as stop:
+                _Job(todo, stop).train()
     except BaseException as e:
-        summary["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        error = e
         raise
     finally:
-        metrics.close()
-        ckpts.wait()  # the last save is on disk before the summary says so
-        write_json(summary_path, summary)
-        if tracker is not None:
-            tracker.finish(summary)
-    return RunResult(out, summary)
+        for m in opened:
+            m.close(error)
+            if error is not None:
+                m.discard_if_new()
+    return [RunResult(m.out, m.summary or m.previous) for m in members]
 
 
-def _check_same_model(cfg: RunConfig, config_path: Path) -> None:
-    """A resumed run must keep the model shape and recipe its checkpoint was trained with."""
-    try:
-        saved = config_lib.from_dict(yaml.safe_load(config_path.read_text()), str(config_path))
-    except (ConfigError, yaml.YAMLError) as e:
-        raise CheckpointError(f"{config_path}: cannot read the run's saved config ({e})") from None
-    for section, old, new in (("recipe", saved.recipe, cfg.recipe),
-                              ("model", saved.model.resolve(saved.recipe), cfg.model.resolve(cfg.recipe))):
-        for f in dataclasses.fields(old):
-            a, b = getattr(old, f.name), getattr(new, f.name)
-            if a != b:
-                raise CheckpointError(f"cannot resume {config_path.parent}: its checkpoint has {section}.{f.name}={a}, "
-                                      f"the config asks for {b}; resume with the same {section} or choose another --out")
+def _check_group(configs: list[RunConfig]) -> None:
+    for cfg in configs[1:]:
+        changed = config_lib.changed_keys(configs[0], cfg, (*config_lib.PER_RUN_VALUES, "tracking.*"))
+        if changed:
+            raise ConfigError(f"runs trained as a group may differ only in {', '.join(config_lib.PER_RUN_VALUES)}; "
+                              f"these differ in {', '.join(changed)}")
 
 
-class _Trainer:
-    """The step loop. Metrics stay on the device and are fetched in groups (every log_every steps, and before any
-    checkpoint or evaluation), so the host rarely waits for the device."""
+class _Job:
+    """The step loop of a group (of one or more runs). Host-side mirrors of each run's step decide the call
+    boundaries; the device reports which steps it took and which runs diverged."""
 
-    def __init__(self, cfg, data, flat, tx, hp, ckpts, metrics, tracker, summary, summary_path):
-        self.cfg, self.data, self.ckpts, self.metrics, self.tracker = cfg, data, ckpts, metrics, tracker
-        self.summary, self.summary_path = summary, summary_path
-        t = cfg.train
-        # On the device (drawn there, no copy per step) unless the stream is too large; then gathered on the host.
-        self.batches = TrainBatches(data.train, cfg.data.seed, t.batch_size, cfg.model.seq_len, cfg.data.on_device,
-                                    cfg.data.device_max_tokens)
-        self.step_fn = make_train_step(flat, tx, hp)
-        self.eval_fn = make_eval_step(flat)
+    def __init__(self, members: list[Member], stop: GracefulStop):
+        self.members, self.stop = members, stop
+        cfg = members[0].cfg
+        t, self.group = cfg.train, len(members)
+        data = load_token_data(cfg.data, seq_len=cfg.model.seq_len)
+        if cfg.model.vocab_size < data.vocab_size:
+            raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer} "
+                              f"tokenizer's vocabulary ({data.vocab_size}); set model.vocab_size={data.vocab_size}")
+        for m in members:
+            if m.resume:
+                check_same_tokenizer(m.previous, data, m.out)
         self.val = jnp.asarray(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
-        self.tokens_per_step = t.batch_size * cfg.model.seq_len
+        self.tune = (jnp.asarray(val_batches(data.tune, t.batch_size, cfg.model.seq_len, t.eval_batches))
+                     if len(getattr(data, "tune", ())) else None)
+        self.bytes_per_token = data.bytes_per_token
+        self.steps_per_call = t.steps_per_call or default_steps_per_call()
+        trainings = [build_training(m.cfg) for m in members]
+        unigram = unigram_bits_per_byte(data.train, data.val, data.vocab_size, data.bytes_per_token)
+        dtype = jnp.dtype(compute_dtype(t.compute_dtype)).name
+        states = []
+        for m, training in zip(members, trainings):
+            m.begin(data, unigram, training.hyperparams, jax.devices()[0].device_kind, dtype, self.group,
+                    self.steps_per_call)
+            state, meta = training.state, {}
+            if m.resume and m.latest is not None:
+                state, meta = m.ckpts.restore(m.latest, state)
+                state["schedule"] = schedule_values(training.hyperparams)  # the config's peaks, as before
+            m.restored(m.latest or 0, meta)
+            m.tracker = _tracker(m, meta)
+            states.append(state)
+        self.state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+        self.alive = [True] * self.group
+        self.active = jnp.ones((self.group,), bool)
+        first = trainings[0]
+        self.batches = _Batches(data.train, [m.cfg.data.seed for m in members], t.batch_size, cfg.model.seq_len,
+                                cfg.data.on_device, cfg.data.device_max_tokens, self.steps_per_call)
+        self.call = make_train_call(first.model, first.optimizer, first.hyperparams, self.group, self.steps_per_call,
+                                    self.batches.draw)
+        eval_model = FlatModel.split(build_model(cfg, inference=True, abstract=True))[0]
+        self.eval_fn = make_eval_step(eval_model, self.group)
 
-    def train(self, state, start: int) -> None:
-        t = self.cfg.train
-        bar = tqdm(total=t.steps, initial=start, unit="step", disable=not self.cfg.tracking.progress,
-                   desc=self.cfg.recipe.name, dynamic_ncols=True)
-        self.wall0, self.timed_from, self.timed_steps = time.perf_counter(), None, 0
-        self.wall_before = self.summary["wall_s"]
-        pending: list[tuple[int, dict]] = []
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> None:
+        t = self.members[0].cfg.train
+        bar = tqdm(total=t.steps, initial=self._low(), unit="step", dynamic_ncols=True,
+                   disable=not self.members[0].cfg.tracking.progress,
+                   desc=self.members[0].cfg.recipe.name if self.group == 1 else f"{self.group} runs")
+        self.wall0, self.timed_from, self.timed = time.perf_counter(), None, [0] * self.group
+        self.wall_before = [m.summary["wall_s"] for m in self.members]
         try:
-            for step in range(start, t.steps):
-                batch = self.batches(step, state["step"])
-                state, m = self.step_fn(state, batch)
-                done = step + 1
-                pending.append((done, m))
-                evaluate, save = done % t.eval_every == 0 or done == t.steps, done % t.ckpt_every == 0
-                if len(pending) >= t.log_every or evaluate or save or done == t.steps:
-                    if not self.record(pending, bar):  # only a state known to be finite is saved or evaluated
-                        return
-                    pending = []
-                if evaluate:
-                    self.evaluate(state, done)
-                if save or done == t.steps:
-                    self.ckpts.save(done, state, {"step": done, "wandb_id": getattr(self.tracker, "run_id", None)})
-            self.summary["status"] = "finished"
+            self._events(at=None)  # a run restored at its last step may still owe its final evaluation
+            while not self.stop.requested:
+                behind = [m.step for g, m in enumerate(self.members) if self.alive[g] and m.step < t.steps]
+                if not behind:
+                    break
+                until = _next_boundary(min(behind), t)
+                while not self.stop.requested and any(self.alive[g] and m.step < until
+                                                      for g, m in enumerate(self.members)):
+                    self._advance(until, bar)
+                if not self.stop.requested:
+                    self._events(at=until)
+            if self.stop.requested:
+                self._save_all()
+                raise KeyboardInterrupt
+            for g, m in enumerate(self.members):
+                if self.alive[g]:
+                    m.summary["status"] = "finished"
         finally:
             bar.close()
-            self.summary["wall_s"] = self.wall_before + time.perf_counter() - self.wall0
+            for g, m in enumerate(self.members):
+                m.summary["wall_s"] = self.wall_before[g] + time.perf_counter() - self.wall0
 
-    def record(self, pending: list[tuple[int, dict]], bar) -> bool:
-        """Fetch the metrics of the pending steps; False (and status diverged) at the first non-finite one."""
-        fetched = jax.device_get(jnp.stack([m for _, m in pending]))  # one copy for the whole group
+    def _low(self) -> int:
+        """The step the slowest live run has reached (the progress bar's position)."""
+        return min((m.step for g, m in enumerate(self.members) if self.alive[g]), default=0)
+
+    def _advance(self, until: int, bar) -> None:
+        """One jitted call: up to steps_per_call steps of every run behind `until`; record what it did."""
+        data = self.batches.data([m.step for m in self.members])
+        self.state, self.active, metrics, ran = self.call(self.state, self.active, jnp.int32(until), data)
+        metrics, ran, steps = jax.device_get((metrics, ran, self.state["step"]))
         now = time.perf_counter()
-        if self.timed_from is None:  # the first step includes compilation: time from its end
-            self.timed_from, self.timed_steps = now, -len(pending)
-        self.timed_steps += len(pending)
+        first = self.timed_from is None
+        if first:  # the first call includes compilation: time from its end
+            self.timed_from = now
+        for g, m in enumerate(self.members):
+            for i in np.flatnonzero(ran[:, g]):
+                self._record(g, m, dict(zip(METRICS, map(float, metrics[i, g]))), now, first)
+            if self.alive[g] and steps[g] != m.step:
+                raise RuntimeError(f"step counter mismatch for {m.out}: device {steps[g]}, host {m.step}")
+        bar.update(self._low() - bar.n)
+        lead = self.members[0].summary
+        bar.set_postfix(loss=f"{lead['final_train_loss'] or math.nan:.3f}",
+                        tok_s=f"{sum(m.summary['tokens_per_sec'] or 0 for m in self.members):,.0f}")
+
+    def _record(self, g: int, m: Member, row: dict, now: float, first: bool) -> None:
+        step = m.step + 1
+        if not (math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])):
+            self.alive[g] = False
+            m.diverged(step, row)
+            m.log({"step": step, **row})
+            tqdm.write(f"{m.out}: diverged at step {step}: {m.summary['error']}")
+            return
+        m.advance(1)
+        if not first:
+            self.timed[g] += 1
         elapsed = now - self.timed_from
-        tps = self.timed_steps * self.tokens_per_step / elapsed if self.timed_steps > 0 and elapsed > 0 else None
-        s = self.summary
-        for (step, _), raw in zip(pending, fetched):
-            m = dict(zip(METRICS, map(float, raw)))
-            s.update(step=step, tokens=step * self.tokens_per_step, final_train_loss=m["loss"], tokens_per_sec=tps,
-                     flops=s["flops_per_token"] * step * self.tokens_per_step)
-            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-                s["status"] = "diverged"
-                s["error"] = f"non-finite loss {m['loss']} or gradient norm {m['grad_norm']} at step {step}"
-                self.log({"step": step, **m})
-                bar.write(f"run diverged at step {step}: {s['error']}; the last good checkpoint is kept "
-                          f"(step {self.ckpts.latest_step()})")
-                return False
-            if step % self.cfg.train.log_every == 0 or step == self.cfg.train.steps:
-                self.log({"step": step, **m, "tokens": s["tokens"], "tokens_per_sec": tps})
-        bar.update(pending[-1][0] - bar.n)
-        bar.set_postfix(loss=f"{s['final_train_loss']:.3f}", tok_s=f"{tps or 0:,.0f}")
-        return True
+        tps = self.timed[g] * m.tokens_per_step / elapsed if self.timed[g] and elapsed > 0 else None
+        m.summary.update(final_train_loss=row["loss"], tokens_per_sec=tps)
+        t = m.cfg.train
+        if step % t.log_every == 0 or step == t.steps:
+            m.log({"step": step, **row, "tokens": m.tokens, "tokens_per_sec": tps})
 
-    def evaluate(self, state, step: int) -> None:
-        val_loss = float(self.eval_fn(state, self.val))
-        bpb = val_loss / math.log(2) / self.data.bytes_per_token
-        self.summary.update(final_val_loss=val_loss, val_bits_per_byte=bpb,
-                            wall_s=self.wall_before + time.perf_counter() - self.wall0)
-        self.log({"step": step, "val_loss": val_loss, "val_bits_per_byte": bpb})
-        write_json(self.summary_path, self.summary)
+    def _events(self, at: int | None) -> None:
+        """Evaluate and checkpoint the runs standing at step `at` (None: each run at its own step, once, after a
+        restore) where that step is an evaluation or checkpoint step they have not done yet."""
+        t = self.members[0].cfg.train
+        here = [g for g, m in enumerate(self.members) if self.alive[g] and (at is None or m.step == at)]
+        due = lambda s, every: s > 0 and (s % every == 0 or s == t.steps)  # noqa: E731
+        evaluate = [g for g in here if due(self.members[g].step, t.eval_every)
+                    and self.members[g].step > self.members[g].evaluated_at]
+        if evaluate:
+            self._evaluate(evaluate)
+        for g in here:
+            m = self.members[g]
+            if due(m.step, t.ckpt_every) and m.step > m.saved_at:
+                m.save(m.step, jax.tree.map(lambda x: x[g], self.state))
+            m.write_summary()
 
-    def log(self, row: dict) -> None:
-        self.metrics.write(row)
-        if self.tracker is not None:
-            self.tracker.log(row)
+    def _evaluate(self, which: list[int]) -> None:
+        val = jax.device_get(self.eval_fn(self.state, self.val))
+        tune = jax.device_get(self.eval_fn(self.state, self.tune)) if self.tune is not None else None
+        for g in which:
+            m = self.members[g]
+            row = {"step": m.step, "val_loss": float(val[g]),
+                   "val_bits_per_byte": bits_per_byte(float(val[g]), self.bytes_per_token)}
+            if tune is not None:
+                row["tune_loss"] = float(tune[g])
+            m.summary.update(final_val_loss=row["val_loss"], val_bits_per_byte=row["val_bits_per_byte"],
+                             final_tune_loss=row.get("tune_loss"),
+                             wall_s=self.wall_before[g] + time.perf_counter() - self.wall0)
+            m.log(row)
+            m.evaluated_at = m.step
+
+    def _save_all(self) -> None:
+        """On a stop request: a checkpoint of every live run at the step it reached."""
+        for g, m in enumerate(self.members):
+            if self.alive[g] and m.step > m.saved_at:
+                m.save(m.step, jax.tree.map(lambda x: x[g], self.state))
+
+
+def _next_boundary(step: int, t) -> int:
+    """The first evaluation, checkpoint or final step after `step`."""
+    nxt = lambda every: (step // every + 1) * every  # noqa: E731
+    return min(nxt(t.eval_every), nxt(t.ckpt_every), t.steps)
+
+
+def _tracker(m: Member, meta: dict):
+    from bitnet_jax.train.tracking import make_tracker
+
+    return make_tracker(m.cfg, m.out, meta.get("wandb_id"))
+
+
+class _Batches:
+    """A group's training batches: drawn inside the jitted call from the token stream held on the device, or, for a
+    stream over `device_max_tokens` (or on_device=False), gathered on the host per call. Both give run g at step s
+    the batch train_batch(stream, seed_g, s) (the batch of step s is a pure function of the data seed and s)."""
+
+    def __init__(self, tokens, seeds, batch_size, seq_len, on_device, device_max_tokens, steps_per_call):
+        self.on_device = len(tokens) <= device_max_tokens if on_device is None else on_device
+        self.seeds, self.batch_size, self.seq_len, self.k = seeds, batch_size, seq_len, steps_per_call
+        self.tokens = jnp.asarray(tokens) if self.on_device else tokens
+        self.device_seeds = jnp.asarray(seeds, jnp.int32)
+
+    def data(self, steps: list[int]) -> dict:
+        """The call's input: the device stream and seeds, or the host-gathered batches of the next k steps."""
+        if self.on_device:
+            return {"tokens": self.tokens, "seeds": self.device_seeds}
+        batches = [[host_train_batch(self.tokens, seed, s + i, self.batch_size, self.seq_len)
+                    for seed, s in zip(self.seeds, steps)] for i in range(self.k)]
+        return {"batches": jnp.asarray(np.stack([np.stack(b) for b in batches]))}
+
+    def draw(self, data: dict, i, steps):
+        if "batches" in data:
+            return data["batches"][i]
+        draw = partial(train_batch, batch_size=self.batch_size, seq_len=self.seq_len)
+        return jax.vmap(lambda seed, step: draw(data["tokens"], seed, step))(data["seeds"], steps)

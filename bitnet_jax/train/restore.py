@@ -1,28 +1,28 @@
-"""Load a trained model back from a run directory (config.yaml + ckpt/), for evaluation, inference and export."""
+"""Load a trained model back from a run directory (config.yaml + ckpt/), for evaluation, inference and export.
+
+The model comes back in its recipe's inference form (`Recipe.for_inference`: per-token activation scales), so no
+token's output depends on later tokens or on the rest of a batch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import yaml
 
 from bitnet_jax import config as config_lib
 from bitnet_jax.config import RunConfig
 from bitnet_jax.errors import CheckpointError, ConfigError
 from bitnet_jax.model import Transformer
-from bitnet_jax.train.checkpoint import Checkpoints
-from bitnet_jax.train.loop import build_model
-from bitnet_jax.train.optim import Hyperparams, make_optimizer
 from bitnet_jax.files import read_json
-from bitnet_jax.train.step import FlatModel, init_state
+from bitnet_jax.train.checkpoint import Checkpoints
+from bitnet_jax.train.state import build_model, build_training
 
 
 @dataclass
 class LoadedRun:
     config: RunConfig
-    model: Transformer  # float32 master weights; the recipe's quantisers apply in the forward pass
+    model: Transformer  # float32 master weights; the recipe's quantisers (inference form) apply in the forward pass
     step: int
     summary: dict | None
 
@@ -49,12 +49,9 @@ def load_run(run_dir: str | Path, step: int | None = None) -> LoadedRun:
         elif step not in available:
             raise CheckpointError(f"{run_dir}: no checkpoint at step {step}; available: "
                                   f"{', '.join(map(str, sorted(available)))}")
-        model = build_model(cfg)
-        flat, params, rest = FlatModel.split(model)
-        hp = Hyperparams.resolve(cfg.train, cfg.recipe)
-        tx = make_optimizer(hp)
-        abstract = jax.eval_shape(lambda p, r: init_state(p, r, tx, hp), params, rest)
-        state, _ = ckpts.restore(step, abstract)
+        training = build_training(cfg, build_model(cfg, inference=True, abstract=True), abstract=True)
+        state, _ = ckpts.restore(step, training.state)
     finally:
         ckpts.close()
-    return LoadedRun(cfg, flat.merge(state["params"], state["rest"]), step, read_json(run_dir / "summary.json"))
+    return LoadedRun(cfg, training.model.merge(state["params"], state["rest"]), step,
+                     read_json(run_dir / "summary.json"))

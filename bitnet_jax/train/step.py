@@ -50,12 +50,9 @@ def next_token_loss(model: FlatModel, params: list, rest: list, batch: jax.Array
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean()
 
 
-def make_train_step(model: FlatModel, tx: optax.GradientTransformation, h: Hyperparams) -> Callable:
-    """step(state, batch) -> (state, metrics); `state` is donated; `metrics` is one float32 vector in METRICS order,
-    so fetching many steps' metrics is one device-to-host copy (each copy costs milliseconds on some hosts).
-
-    The loop draws each batch in its own jitted call (`data.train_batch`) on the device-resident token stream.
-    """
+def train_step(model: FlatModel, tx: optax.GradientTransformation, h: Hyperparams) -> Callable:
+    """step(state, batch) -> (state, metrics): forward, backward and one AdamW update; `metrics` is one float32
+    vector in METRICS order."""
 
     def step(state, batch):
         loss, grads = jax.value_and_grad(next_token_loss, argnums=1)(model, state["params"], state["rest"], batch)
@@ -66,14 +63,62 @@ def make_train_step(model: FlatModel, tx: optax.GradientTransformation, h: Hyper
         metrics = jnp.stack([loss, optax.tree.norm(grads), hyper["lr"], hyper["weight_decay"]]).astype(jnp.float32)
         return {**state, "params": params, "opt": opt, "step": state["step"] + 1}, metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return step
 
 
-def make_eval_step(model: FlatModel) -> Callable:
-    """eval(state, batches) -> mean loss over (n, batch, seq+1) windows, one batch at a time under lax.map."""
+def make_train_step(model: FlatModel, tx: optax.GradientTransformation, h: Hyperparams) -> Callable:
+    """The jitted `train_step` with the state donated (the benchmark times it alone)."""
+    return jax.jit(train_step(model, tx, h), donate_argnums=0)
+
+
+def over_group(fn: Callable, size: int) -> Callable:
+    """fn over a group of `size` runs stacked on a leading axis: jax.vmap, or for one run a plain call with that axis
+    added back (no batching rules needed, e.g. for cuDNN attention)."""
+    if size > 1:
+        return jax.vmap(fn)
+    return lambda *args: jax.tree.map(lambda x: x[None], fn(*jax.tree.map(lambda x: x[0], args)))
+
+
+def make_train_call(model: FlatModel, tx: optax.GradientTransformation, h: Hyperparams, group: int,
+                    steps_per_call: int, draw: Callable) -> Callable:
+    """call(state, active, until, data) -> (state, active, metrics, ran): up to `steps_per_call` steps of a group of
+    runs in one jitted call (one dispatch, one metrics copy).
+
+    state: the group's train states stacked on a leading axis of size `group`; active: (group,) bool, False for a
+    diverged run. A run takes a step while active and its step counter is below `until` (runs resumed at different
+    steps catch up, and wait there). A step whose loss or gradient norm is not finite is not applied: that run keeps
+    its last good state and becomes inactive (diverged) while the others go on.
+    `draw(data, i, steps)` gives the (group, batch, seq+1) batches of iteration i for the runs at `steps`.
+    Returns metrics (steps_per_call, group, len(METRICS)) and ran (steps_per_call, group): which entries are steps.
+    """
+    step = over_group(train_step(model, tx, h), group)
+
+    def call(state, active, until, data):
+        def body(i, carry):
+            state, active, metrics, ran = carry
+            new, m = step(state, draw(data, i, state["step"]))
+            running = active & (state["step"] < until)
+            ok = jnp.isfinite(m[:, 0]) & jnp.isfinite(m[:, 1])
+            take = running & ok
+            state = jax.tree.map(lambda n, o: jnp.where(take.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, state)
+            return state, active & ~(running & ~ok), metrics.at[i].set(m), ran.at[i].set(running)
+
+        behind = until - jnp.min(jnp.where(active, state["step"], until))
+        carry = (state, active, jnp.full((steps_per_call, group, len(METRICS)), jnp.nan, jnp.float32),
+                 jnp.zeros((steps_per_call, group), bool))
+        return jax.lax.fori_loop(0, jnp.clip(behind, 0, steps_per_call), body, carry)
+
+    return jax.jit(call, donate_argnums=0)
+
+
+def make_eval_step(model: FlatModel, group: int = 1) -> Callable:
+    """eval(state, batches) -> (group,) mean losses over (n, batch, seq+1) windows, one batch at a time (lax.map);
+    `state` is a group's stacked states."""
 
     def evaluate(state, batches):
-        losses = jax.lax.map(lambda b: next_token_loss(model, state["params"], state["rest"], b), batches)
-        return jnp.mean(losses)
+        def one(s):
+            return jnp.mean(jax.lax.map(lambda b: next_token_loss(model, s["params"], s["rest"], b), batches))
+
+        return over_group(one, group)(state)
 
     return jax.jit(evaluate)

@@ -1,0 +1,75 @@
+"""Process-wide settings of a training job: the persistent compilation cache, deterministic GPU ops, and stopping
+cleanly on SIGINT / SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import jax
+
+from bitnet_jax.errors import ConfigError
+
+DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+NO_COMPILE_CACHE_ENV = "BITNET_JAX_NO_COMPILE_CACHE"
+
+
+def compile_cache_dir() -> Path:
+    """$BITNET_JAX_CACHE/jax_compile (default ~/.cache/bitnet_jax/jax_compile), shared by every run of a host."""
+    base = os.environ.get("BITNET_JAX_CACHE") or Path.home() / ".cache" / "bitnet_jax"
+    return Path(base) / "jax_compile"
+
+
+def enable_compile_cache() -> None:
+    """JAX's persistent compilation cache in the project's cache directory, unless the user set one or opted out
+    (BITNET_JAX_NO_COMPILE_CACHE=1). The runs of a sweep share it: the second run of a shape skips XLA compilation.
+    JAX writes each entry to a temporary file and renames it, so concurrent writers are safe."""
+    if os.environ.get(NO_COMPILE_CACHE_ENV) or jax.config.jax_compilation_cache_dir:
+        return
+    path = compile_cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small models compile fast; cache all
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def request_deterministic() -> None:
+    """Ask XLA for deterministic GPU ops (scatter-adds, reductions, cuDNN kernels); must run before JAX starts its
+    backend, as the CLI does for a config with train.deterministic."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if DETERMINISTIC_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_FLAG}".strip()
+
+
+def check_deterministic(wanted: bool) -> None:
+    """train.deterministic on a GPU needs the XLA flag in place before the backend started."""
+    if wanted and jax.default_backend() == "gpu" and DETERMINISTIC_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        raise ConfigError(f"train.deterministic=true needs XLA_FLAGS={DETERMINISTIC_FLAG} before JAX starts; run "
+                          f"through `bitnet-jax train` (which sets it) or export it before starting Python")
+
+
+class GracefulStop:
+    """While active, the first SIGINT or SIGTERM only sets `requested` (the training loop saves checkpoints and
+    stops at its next call boundary); a second SIGINT interrupts at once. Outside the main thread, a no-op."""
+
+    def __init__(self):
+        self.requested: int | None = None  # the signal number
+        self._previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
