@@ -7,6 +7,8 @@ impossible value is a ConfigError naming the file, the key and what was expected
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ class DataConfig:
     source: str = "python_docs"
     paths: tuple[str, ...] = ()  # source: files / tokens -- glob patterns of files ('**' recurses)
     text_field: str = "text"  # .jsonl files: the field of each line that holds the document
-    text_errors: str = "strict"  # empty or non-UTF-8 files: strict (stop, naming file and offset) | skip | replace
+    text_errors: str = "strict"  # non-UTF-8 files: strict (stop, naming file and offset) | skip | replace
     tfds_name: str | None = None  # source: tfds -- a prepared dataset, e.g. lm1b, c4/en, or one `data build` made
     tfds_data_dir: str | None = None  # default ~/tensorflow_datasets
     tfds_split: str = "train"  # TFDS split syntax, e.g. train or train[:10%]
@@ -48,7 +50,8 @@ class DataConfig:
     cache_dir: str | None = None  # None: $BITNET_JAX_CACHE or ~/.cache/bitnet_jax
     on_device: bool | None = None  # training stream on the accelerator; None: when <= device_max_tokens
     device_max_tokens: int = 1 << 28
-    val_fraction: float = 0.05
+    val_fraction: float = 0.05  # the last val_fraction of the stream: the split whose loss is reported
+    tune_fraction: float = 0.05  # the tune_fraction just before it: for choosing learning rates; 0: no tuning split
     max_bytes: int | None = None
     seed: int = 0  # the batch of step s is a pure function of (seed, s)
     # source: markov -- a random order-k Markov chain whose entropy rate is known exactly
@@ -65,6 +68,11 @@ class DataConfig:
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction}: must be strictly between 0 and 1")
+        if not 0.0 <= self.tune_fraction < 1.0:
+            raise ConfigError(f"data.tune_fraction={self.tune_fraction}: must be in [0, 1) (0: no tuning split)")
+        if self.tune_fraction + self.val_fraction >= 1.0:
+            raise ConfigError(f"data.tune_fraction={self.tune_fraction} + data.val_fraction={self.val_fraction} "
+                              f"leave nothing to train on; lower one of them so that their sum is below 1")
         if self.max_bytes is not None and self.max_bytes < 1:
             raise ConfigError(f"data.max_bytes={self.max_bytes}: must be positive (or null for the whole corpus)")
         if self.source == "markov":
@@ -282,8 +290,8 @@ def coerce(value, hint, key: str):
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        if (number := _integral(value)) is not None:
+            return number
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -299,6 +307,21 @@ def coerce(value, hint, key: str):
         return value
     expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
     raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _integral(value) -> int | None:
+    """An integral float or numeric string as the int it equals exactly, else None: YAML 1.1 reads 1e4 and 1.0e4 as
+    strings, 1.0e+4 as a float, and a step count written that way is still a whole number."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if not isinstance(value, str):
+        return None
+    try:
+        number = decimal.Decimal(value)  # exact: float("1e30") is not 10**30
+    except decimal.InvalidOperation:
+        return None
+    # the float check first: int() of a huge exponent (a typo such as 1e999999999) would build a giant integer
+    return int(number) if math.isfinite(float(number)) and number == number.to_integral_value() else None
 
 
 def dump(cfg: RunConfig, path: str | Path) -> None:

@@ -64,6 +64,32 @@ def test_wrong_type():
         config.load(None, ["train.lr=fast"])
 
 
+@pytest.mark.parametrize("written, expected", [("1e4", 10_000), ("1.0e4", 10_000), ("1.0e+4", 10_000), ("3.0", 3)])
+def test_integral_floats_are_integers(tmp_path, written, expected):
+    assert config.load(None, [f"train.steps={written}"]).train.steps == expected
+    path = tmp_path / "run.yaml"
+    path.write_text(f"train:\n  steps: {written}\ndata:\n  max_bytes: {written}\n")
+    cfg = config.load(path)
+    assert cfg.train.steps == cfg.data.max_bytes == expected and type(cfg.train.steps) is int
+
+
+@pytest.mark.parametrize("written", ["1.5", "1e-3", "2.5e0", "1e999999999", "nan", ".inf"])
+def test_non_integral_numbers_are_not_integers(written):
+    with pytest.raises(ConfigError) as e:
+        config.load(None, [f"train.steps={written}"])
+    assert "train.steps: expected an integer" in one_line(e)
+
+
+def test_tune_fraction_bounds():
+    assert config.load(None, []).data.tune_fraction == 0.05
+    assert config.load(None, ["data.tune_fraction=0"]).data.tune_fraction == 0.0
+    with pytest.raises(ConfigError, match=r"data.tune_fraction=-0.1: must be in \[0, 1\)"):
+        config.load(None, ["data.tune_fraction=-0.1"])
+    with pytest.raises(ConfigError) as e:
+        config.load(None, ["data.tune_fraction=0.6", "data.val_fraction=0.4"])
+    assert "data.tune_fraction=0.6" in one_line(e) and "data.val_fraction=0.4" in str(e.value)
+
+
 def test_impossible_values():
     with pytest.raises(ConfigError) as e:
         config.load(None, ["model.d_model=100", "model.n_heads=3"])

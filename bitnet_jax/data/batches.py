@@ -1,4 +1,4 @@
-"""Deterministic training batches, the held-out validation tail, and the unigram baseline."""
+"""Deterministic training batches, the held-out tuning and validation tail, and the unigram baseline."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ _COUNT_BLOCK = 1 << 24
 @dataclass(frozen=True, eq=False)
 class TokenData:
     train: np.ndarray
+    tune: np.ndarray  # between train and val: for choosing learning rates, so val stays unseen (empty: no split)
     val: np.ndarray
     vocab_size: int
     bytes_per_token: float  # corpus bytes / corpus tokens, to turn nats per token into bits per byte
@@ -29,6 +30,7 @@ class TokenData:
     entropy_floor: float | None = None  # synthetic sources: the lowest reachable mean loss (nats/token) on windows
     tokenizer: str = "byte"
     tokenizer_sha256: str = "byte"  # identity of the tokenizer model: a resumed run must use the same one
+    empty_documents: int = 0  # files or records with no text: left out of the stream, reported with the run
 
 
 def build_token_data(
@@ -39,42 +41,59 @@ def build_token_data(
     seq_len: int = 256,
     markov: synthetic.MarkovSpec | None = None,
     paths: tuple[str, ...] = (),
+    tune_fraction: float = 0.05,
 ) -> TokenData:
-    """Tokenize a corpus (or draw the synthetic Markov source) and split off its last val_fraction as validation.
+    """Tokenize a corpus (or draw the synthetic Markov source) and split it into train | tune | val (`split_tokens`).
 
     The in-memory path for the embedded corpora (benchmarks, tests); runs use `load_token_data(data_config)`, which
     adds every source, tokenizer and the token cache."""
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}; use e.g. 0.05")
     if source == "markov":
-        return split_tokens(synthetic.sample(markov), val_fraction, seq_len, source, vocab_size=markov.vocab,
-                            bytes_per_token=1.0, sha256=synthetic.digest(markov),
+        return split_tokens(synthetic.sample(markov), val_fraction, tune_fraction, seq_len, source,
+                            vocab_size=markov.vocab, bytes_per_token=1.0, sha256=synthetic.digest(markov),
                             entropy_floor=synthetic.window_floor(markov, seq_len))
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; available: {', '.join(SOURCES)}, markov")
     tok = get_tokenizer(tokenizer)
     corpus = load_corpus(source, max_bytes, paths)
     ids = tok.encode(corpus.text)
-    return split_tokens(ids, val_fraction, seq_len, source, vocab_size=tok.vocab_size,
-                        bytes_per_token=len(corpus.text) / len(ids), sha256=corpus.sha256)
+    return split_tokens(ids, val_fraction, tune_fraction, seq_len, source, vocab_size=tok.vocab_size,
+                        bytes_per_token=len(corpus.text) / len(ids), sha256=corpus.sha256,
+                        empty_documents=corpus.empty_documents)
 
 
-def split_tokens(ids: np.ndarray, val_fraction: float, seq_len: int, source: str, **fields) -> TokenData:
-    """The stream split into a training head and a contiguous validation tail (no training window can overlap the
-    validation text); slices of a memory-mapped stream stay memory-mapped."""
-    n_val = int(round(len(ids) * val_fraction))
-    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
-    fixes = {
-        "training": "lower data.val_fraction or model.seq_len, or raise data.max_bytes",
-        "validation": "raise data.val_fraction or lower model.seq_len",
-    }
-    for split, arr in (("training", train), ("validation", val)):
-        if len(arr) < seq_len + 1:
+_SPLIT_FIXES = {
+    "training": "lower data.val_fraction, data.tune_fraction or model.seq_len, or raise data.max_bytes",
+    "tuning": "raise data.tune_fraction (or set it to 0 for no tuning split) or lower model.seq_len",
+    "validation": "raise data.val_fraction or lower model.seq_len",
+}
+
+
+def split_tokens(ids: np.ndarray, val_fraction: float, tune_fraction: float, seq_len: int, source: str,
+                 **fields) -> TokenData:
+    """The stream cut into three contiguous pieces, train | tune | val: val is the last val_fraction, tune the
+    tune_fraction before it, train the rest, so no training window overlaps the text that learning rates are chosen
+    on or the loss is reported on. Slices of a memory-mapped stream stay memory-mapped."""
+    _check_fractions(val_fraction, tune_fraction)
+    n_val, n_tune = int(round(len(ids) * val_fraction)), int(round(len(ids) * tune_fraction))
+    tune_start, val_start = len(ids) - n_val - n_tune, len(ids) - n_val
+    splits = {"training": ids[:tune_start], "tuning": ids[tune_start:val_start], "validation": ids[val_start:]}
+    for split, arr in splits.items():
+        asked = split != "tuning" or tune_fraction > 0  # a tuning split asked for but rounded to nothing is too short
+        if asked and len(arr) < seq_len + 1:
             raise DataError(
                 f"corpus {source!r} has {len(ids)} tokens: too short for seq_len+1 = {seq_len + 1} "
-                f"in the {split} split; {fixes[split]}"
+                f"in the {split} split; {_SPLIT_FIXES[split]}"
             )
-    return TokenData(train=train, val=val, source=source, **fields)
+    return TokenData(train=splits["training"], tune=splits["tuning"], val=splits["validation"], source=source,
+                     **fields)
+
+
+def _check_fractions(val_fraction: float, tune_fraction: float) -> None:
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}; use e.g. 0.05")
+    if not 0.0 <= tune_fraction < 1.0 or tune_fraction + val_fraction >= 1.0:
+        raise DataError(f"data.tune_fraction={tune_fraction} with data.val_fraction={val_fraction}: need "
+                        f"0 <= tune_fraction and tune_fraction + val_fraction < 1; use e.g. 0.05 and 0.05")
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "seq_len"))
@@ -131,14 +150,17 @@ def check_window(tokens, seq_len: int) -> None:
                         f"lower model.seq_len")
 
 
-def val_batches(tokens: np.ndarray, batch_size: int, seq_len: int, max_batches: int) -> np.ndarray:
-    """(n, batch_size, seq_len+1) int32 windows starting at i*seq_len, so the targets tile the validation text."""
+def val_batches(tokens: np.ndarray, batch_size: int, seq_len: int, max_batches: int,
+                split: str = "validation") -> np.ndarray:
+    """(n, batch_size, seq_len+1) int32 windows starting at i*seq_len, so the targets tile the held-out text
+    (the validation split, or the tuning split with split="tuning")."""
     n_windows = (len(tokens) - 1) // seq_len
     n = min(max_batches, n_windows // batch_size)
     if n < 1:
+        fraction = {"validation": "data.val_fraction", "tuning": "data.tune_fraction"}[split]
         raise DataError(
-            f"validation split has {len(tokens)} tokens: fewer than one batch of {batch_size} windows of "
-            f"seq_len {seq_len}; raise data.val_fraction or lower eval batch size / model.seq_len"
+            f"{split} split has {len(tokens)} tokens: fewer than one batch of {batch_size} windows of "
+            f"seq_len {seq_len}; raise {fraction} or lower eval batch size / model.seq_len"
         )
     starts = np.arange(n * batch_size) * seq_len
     windows = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)

@@ -3,7 +3,9 @@
 An entry is `<cache>/tokens/<key>.bin` plus `<key>.json`, its manifest, where key = hash(source description,
 tokenizer identity). The token file is written under a temporary name and renamed into place, and the manifest is
 written last, so an entry without a manifest is unfinished. On reuse the manifest, the file size and (for files up
-to VERIFY_MAX_BYTES) the SHA-256 of the tokens are checked; an entry that fails is rebuilt.
+to VERIFY_MAX_BYTES) the SHA-256 of the tokens are checked; an entry that fails is rebuilt. The manifest also keeps
+the count of empty documents, so a cache hit reports what the first tokenisation saw (a manifest without it, from
+before it was kept, is rebuilt rather than guessed).
 
 The cache directory is data.cache_dir, else $BITNET_JAX_CACHE, else ~/.cache/bitnet_jax.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bitnet_jax.data.sources import TextStream
 from bitnet_jax.errors import DataError
 from bitnet_jax.files import write_atomic
 
@@ -59,6 +62,8 @@ def read_entry(directory: Path, key: str) -> tuple[np.ndarray, dict] | None:
         dtype = np.dtype(manifest["dtype"])
         if manifest.get("format") != FORMAT or manifest.get("key") != key:
             return None
+        if not isinstance(manifest.get("empty_documents"), int):
+            return None
         size = tokens_path.stat().st_size
         if size != manifest["n_tokens"] * dtype.itemsize or size == 0:
             return None
@@ -92,7 +97,7 @@ def encode_stream(chunks: Iterable[bytes], tokenizer, write: Callable[[np.ndarra
     return n_bytes, h.hexdigest()
 
 
-def build_entry(directory: Path, key: str, source: dict, chunks: Iterable[bytes], tokenizer) -> tuple[np.ndarray, dict]:
+def build_entry(directory: Path, key: str, source: dict, text: TextStream, tokenizer) -> tuple[np.ndarray, dict]:
     """Tokenise the stream into a new cache entry (token file renamed into place, then the manifest)."""
     directory.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(tokenizer.vocab_size)
@@ -107,11 +112,11 @@ def build_entry(directory: Path, key: str, source: dict, chunks: Iterable[bytes]
                 f.write(blob)
                 n_tokens += len(ids)
 
-            n_bytes, text_sha = encode_stream(chunks, tokenizer, write)
+            n_bytes, text_sha = encode_stream(text, tokenizer, write)
             f.flush()
             os.fsync(f.fileno())
         if n_tokens == 0:
-            raise DataError(f"the corpus {source_label(source)} is empty; check data.source / data.paths")
+            raise empty_corpus(source, text)
         os.replace(tmp, directory / f"{key}.bin")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -119,7 +124,8 @@ def build_entry(directory: Path, key: str, source: dict, chunks: Iterable[bytes]
     manifest = {"format": FORMAT, "key": key, "source": source,
                 "tokenizer": {"name": tokenizer.name, "sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size},
                 "n_tokens": n_tokens, "n_bytes": n_bytes, "bytes_per_token": n_bytes / n_tokens,
-                "dtype": dtype.name, "text_sha256": text_sha, "tokens_sha256": tokens_hash.hexdigest()}
+                "dtype": dtype.name, "text_sha256": text_sha, "tokens_sha256": tokens_hash.hexdigest(),
+                "empty_documents": text.empty_documents}
     write_atomic(directory / f"{key}.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return np.memmap(directory / f"{key}.bin", dtype=dtype, mode="r"), manifest
 
@@ -128,20 +134,25 @@ def source_label(source: dict) -> str:
     return source.get("name") or source.get("kind", "?")
 
 
-def cached_tokens(directory: Path, source: dict, chunks: Callable[[], Iterable[bytes]], tokenizer
+def empty_corpus(source: dict, text: TextStream) -> DataError:
+    return DataError(f"the corpus ({source_label(source)}) is empty: {text.empty_documents} empty documents and no "
+                     f"text; check data.source / data.paths")
+
+
+def cached_tokens(directory: Path, source: dict, text: Callable[[], TextStream], tokenizer
                   ) -> tuple[np.ndarray, dict]:
-    """The tokens of a source from the cache, tokenising (`chunks()`) only on a miss or a damaged entry."""
+    """The tokens of a source from the cache, tokenising (`text()`) only on a miss or a damaged entry."""
     key = cache_key(source, tokenizer)
     found = read_entry(directory, key)
-    return found if found is not None else build_entry(directory, key, source, chunks(), tokenizer)
+    return found if found is not None else build_entry(directory, key, source, text(), tokenizer)
 
 
-def uncached_tokens(source: dict, chunks: Iterable[bytes], tokenizer) -> tuple[np.ndarray, dict]:
+def uncached_tokens(source: dict, text: TextStream, tokenizer) -> tuple[np.ndarray, dict]:
     """The same stream and manifest fields, held in memory (small embedded corpora need no cache)."""
     parts: list[np.ndarray] = []
-    n_bytes, text_sha = encode_stream(chunks, tokenizer, parts.append)
+    n_bytes, text_sha = encode_stream(text, tokenizer, parts.append)
     tokens = np.concatenate(parts) if parts else np.zeros(0, token_dtype(tokenizer.vocab_size))
     if len(tokens) == 0:
-        raise DataError(f"the corpus {source_label(source)} is empty; check data.source / data.paths")
+        raise empty_corpus(source, text)
     return tokens, {"n_tokens": len(tokens), "n_bytes": n_bytes, "bytes_per_token": n_bytes / len(tokens),
-                    "text_sha256": text_sha}
+                    "text_sha256": text_sha, "empty_documents": text.empty_documents}

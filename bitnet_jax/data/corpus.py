@@ -7,6 +7,7 @@ import glob
 import hashlib
 import os
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,8 @@ class Corpus:
     name: str
     text: bytes  # UTF-8
     sha256: str  # hex digest of text
-    n_documents: int
+    n_documents: int  # documents with text in the (max_bytes-cut) corpus
+    empty_documents: int = 0  # documents without text, left out
 
 
 def python_docs() -> list[bytes]:
@@ -52,21 +54,17 @@ def file_paths(patterns: tuple[str, ...]) -> list[Path]:
     return [Path(p) for p in sorted(found)]
 
 
-def read_utf8(paths: list[Path], max_bytes: int | None) -> list[bytes]:
-    """The files that are valid UTF-8 (others are skipped), until max_bytes is reached."""
-    docs, size = [], 0
+def read_utf8(paths: list[Path]) -> Iterator[bytes]:
+    """The files that are valid UTF-8 (others are skipped), each read when the stream asks for it: a stream cut at
+    max_bytes stops asking, so no more is read than it needs."""
     for path in paths:
-        if max_bytes is not None and size >= max_bytes:
-            break
         with open(path, "rb") as f:
             raw = f.read()
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError:
             continue
-        docs.append(raw)
-        size += len(raw) + len(SEP)
-    return docs
+        yield raw
 
 
 def load_corpus(source: str = "python_docs", max_bytes: int | None = None, paths: tuple[str, ...] = (),
@@ -75,8 +73,8 @@ def load_corpus(source: str = "python_docs", max_bytes: int | None = None, paths
 
     `python_docs` and `python_stdlib` ship with the interpreter; `files` reads the files matched by the glob
     patterns in `paths`, in sorted order (`.jsonl`: one document per line, its `text_field`; text_errors says what
-    to do with empty or non-UTF-8 files: strict | skip | replace)."""
-    from bitnet_jax.data.sources import iter_file_documents
+    to do with non-UTF-8 files: strict | skip | replace). Empty documents are left out and counted."""
+    from bitnet_jax.data.sources import TextStream, iter_file_documents
 
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; set data.source to one of {', '.join(SOURCES)}")
@@ -85,12 +83,13 @@ def load_corpus(source: str = "python_docs", max_bytes: int | None = None, paths
     if source == "python_docs":
         docs = python_docs()
     elif source == "python_stdlib":
-        docs = read_utf8(stdlib_paths(), max_bytes)
+        docs = read_utf8(stdlib_paths())
     else:
-        docs = list(iter_file_documents(file_paths(tuple(paths)), text_field, text_errors))
-    text = SEP.join(docs)
-    if max_bytes is not None:
-        text = text[:max_bytes]
+        docs = iter_file_documents(file_paths(tuple(paths)), text_field, text_errors)
+    stream = TextStream(docs, max_bytes)
+    text = b"".join(stream)
     if not text:
-        raise DataError(f"corpus {source!r} is empty on this interpreter; choose another data.source")
-    return Corpus(name=source, text=text, sha256=hashlib.sha256(text).hexdigest(), n_documents=len(docs))
+        raise DataError(f"corpus {source!r} is empty ({stream.empty_documents} empty documents); choose another "
+                        f"data.source or data.paths")
+    return Corpus(name=source, text=text, sha256=hashlib.sha256(text).hexdigest(), n_documents=stream.documents,
+                  empty_documents=stream.empty_documents)

@@ -1,7 +1,7 @@
 """`load_token_data(data_config, seq_len)`: a run's token streams from its DataConfig, through the token cache.
 
 source -> text chunks (sources.py) -> tokenizer (trained first if it is a SentencePiece model not yet on disk) ->
-cached token file (cache.py) -> contiguous train / validation split. Pre-tokenised files and the synthetic Markov
+cached token file (cache.py) -> contiguous train | tune | validation split. Pre-tokenised files and the synthetic Markov
 source skip the text steps. bytes_per_token (corpus bytes / tokens) turns nats per token into bits per byte, so
 losses stay comparable across tokenizers.
 """
@@ -23,16 +23,16 @@ _EMBEDDED = ("python_docs", "python_stdlib")
 
 def load_token_data(data_config, seq_len: int) -> TokenData:
     kind, paths = resolve_source(data_config)
-    val_fraction = data_config.val_fraction
+    fractions = data_config.val_fraction, data_config.tune_fraction
     if kind == "markov":
         spec = data_config.markov()
-        return split_tokens(synthetic.sample(spec), val_fraction, seq_len, "markov", vocab_size=spec.vocab,
+        return split_tokens(synthetic.sample(spec), *fractions, seq_len, "markov", vocab_size=spec.vocab,
                             bytes_per_token=1.0, sha256=synthetic.digest(spec),
                             entropy_floor=synthetic.window_floor(spec, seq_len))
     if kind == "tokens":
         tokens, vocab, ident = load_token_files(paths, data_config.token_dtype, data_config.tokens_vocab_size)
         bpt = data_config.tokens_bytes_per_token
-        return split_tokens(tokens, val_fraction, seq_len, data_config.source, vocab_size=vocab,
+        return split_tokens(tokens, *fractions, seq_len, data_config.source, vocab_size=vocab,
                             bytes_per_token=math.nan if bpt is None else bpt, sha256=ident, tokenizer="pretokenized",
                             tokenizer_sha256=ident)
     tokenizer = prepare_tokenizer(data_config)
@@ -44,9 +44,10 @@ def load_token_data(data_config, seq_len: int) -> TokenData:
                                          tokenizer)
     else:
         tokens, manifest = uncached_tokens(source, iter_text(data_config), tokenizer)
-    return split_tokens(tokens, val_fraction, seq_len, data_config.source, vocab_size=tokenizer.vocab_size,
+    return split_tokens(tokens, *fractions, seq_len, data_config.source, vocab_size=tokenizer.vocab_size,
                         bytes_per_token=manifest["bytes_per_token"], sha256=manifest["text_sha256"],
-                        tokenizer=tokenizer.name, tokenizer_sha256=tokenizer.sha256)
+                        tokenizer=tokenizer.name, tokenizer_sha256=tokenizer.sha256,
+                        empty_documents=manifest["empty_documents"])
 
 
 def prepare_tokenizer(data_config):

@@ -1,8 +1,9 @@
-"""Every text source behind one interface: `iter_text(data_config)` yields the corpus as UTF-8 byte chunks.
+"""Every text source behind one interface: `iter_text(data_config)`, a TextStream of the corpus as UTF-8 chunks.
 
 Sources: the embedded corpora (python_docs, python_stdlib), local files (`.txt` or any text file read whole; `.jsonl`
 one document per line under data.text_field), and TFDS datasets (tfds). Documents are joined by a blank line and the
-stream is cut at data.max_bytes. Pre-tokenised arrays (`.npy`, `.bin`) skip text entirely (see tokens.py).
+stream is cut at data.max_bytes. An empty document (an empty file, a record with no text) adds nothing to the stream
+and is counted. Pre-tokenised arrays (`.npy`, `.bin`) skip text entirely (see tokens.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bitnet_jax.data.corpus import SEP, file_paths, python_docs, read_utf8, stdlib_paths
@@ -61,14 +62,35 @@ def describe_source(data_config, with_stats: bool = True) -> dict:
     return out
 
 
-def iter_text(data_config) -> Iterator[bytes]:
+class TextStream:
+    """A corpus as consecutive UTF-8 chunks: its documents joined by a blank line, cut at max_bytes. Empty documents
+    are left out of the text; reading the stream counts them (`empty_documents`) and the others (`documents`), so
+    the count of files or records that held no text can be reported with the run. Read it once."""
+
+    def __init__(self, docs: Iterable[bytes], max_bytes: int | None):
+        self._docs, self._max_bytes = docs, max_bytes
+        self.documents = self.empty_documents = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return _joined(self._counted(), self._max_bytes)
+
+    def _counted(self) -> Iterator[bytes]:
+        for doc in self._docs:
+            if doc:
+                self.documents += 1
+                yield doc
+            else:
+                self.empty_documents += 1
+
+
+def iter_text(data_config) -> TextStream:
     """The corpus of a text source as consecutive UTF-8 chunks (documents and blank-line separators), cut at
     data.max_bytes."""
     kind, paths = resolve_source(data_config)
     if kind == "python_docs":
         docs = iter(python_docs())
     elif kind == "python_stdlib":
-        docs = iter(read_utf8(stdlib_paths(), data_config.max_bytes))
+        docs = read_utf8(stdlib_paths())
     elif kind == "files":
         docs = iter_file_documents(file_paths(paths), data_config.text_field, data_config.text_errors)
     elif kind == "tfds":
@@ -77,10 +99,10 @@ def iter_text(data_config) -> Iterator[bytes]:
         docs = iter_tfds_documents(data_config)
     else:
         raise DataError(f"data.source={data_config.source!r} is not a text source")
-    return _joined(docs, data_config.max_bytes)
+    return TextStream(docs, data_config.max_bytes)
 
 
-def _joined(docs: Iterator[bytes], max_bytes: int | None) -> Iterator[bytes]:
+def _joined(docs: Iterable[bytes], max_bytes: int | None) -> Iterator[bytes]:
     left = max_bytes if max_bytes is not None else float("inf")
     first = True
     for doc in docs:
@@ -97,15 +119,15 @@ def _joined(docs: Iterator[bytes], max_bytes: int | None) -> Iterator[bytes]:
 def iter_file_documents(paths: list[Path], text_field: str = "text", errors: str = "strict") -> Iterator[bytes]:
     """Documents of local files: a `.jsonl` file gives one per line (its `text_field`), any other file one whole.
 
-    errors: strict -- an empty file or bytes that are not UTF-8 stop with the file and byte offset; skip -- such
-    files are left out; replace -- bad bytes become U+FFFD."""
+    An empty document comes out as b"" (TextStream counts it and adds no text): a file holding only whitespace, a
+    `.jsonl` file with no records, a record whose text is "". errors, for bytes that are not UTF-8: strict -- stop
+    with the file and byte offset; skip -- leave the file out; replace -- bad bytes become U+FFFD."""
     if errors not in TEXT_ERRORS:
         raise DataError(f"data.text_errors={errors!r} is not one of {', '.join(TEXT_ERRORS)}")
     for path in paths:
         raw = path.read_bytes()
         if not raw.strip():
-            if errors == "strict":
-                raise DataError(f"{path} is empty; remove it from the data paths or set data.text_errors=skip")
+            yield b""
             continue
         try:
             raw.decode("utf-8")
@@ -139,5 +161,4 @@ def _jsonl_documents(path: Path, raw: bytes, field: str) -> Iterator[bytes]:
         if not isinstance(text, str):
             raise DataError(f"{path}:{number}: field {field!r} is {type(text).__name__}, not a string; set "
                             f"data.text_field to a text field")
-        if text:
-            yield text.encode("utf-8")
+        yield text.encode("utf-8")

@@ -80,7 +80,8 @@ def _load_tfrecord(tfds, name: str, split: str, data_dir: str):
 
 
 def iter_tfds_documents(data_config) -> Iterator[bytes]:
-    """The text feature of every example of the configured split, in index order, as UTF-8 bytes."""
+    """The text feature of every example of the configured split, in index order, as UTF-8 bytes (b"" for an empty
+    one, which TextStream counts)."""
     source = open_tfds(data_config.tfds_name, data_config.tfds_split, data_config.tfds_data_dir)
     feature = data_config.tfds_feature
     for example in _examples(source):
@@ -88,9 +89,7 @@ def iter_tfds_documents(data_config) -> Iterator[bytes]:
             raise DataError(f"TFDS dataset {data_config.tfds_name!r} has no feature {feature!r} (has: "
                             f"{', '.join(example)}); set data.tfds_feature")
         text = example[feature]
-        text = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        if text:
-            yield text
+        yield text.encode("utf-8") if isinstance(text, str) else bytes(text)
 
 
 def _examples(source) -> Iterator[dict]:

@@ -1,4 +1,4 @@
-"""Training batches, the validation split and the unigram baseline."""
+"""Training batches, the train | tune | val split and the unigram baseline."""
 
 import math
 
@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 
 from bitnet_jax.data import build_token_data, load_corpus, train_batch, unigram_bits_per_byte, val_batches
+from bitnet_jax.data.batches import split_tokens
 from bitnet_jax.errors import DataError
 
 TOKENS = np.arange(10_000, dtype=np.int64)  # a row is contiguous iff it steps by exactly 1
+
+
+def split_ids(n: int, val_fraction: float, tune_fraction: float, seq_len: int = 8):
+    """The split of the index stream 0..n-1: each split's values are its positions in the stream."""
+    return split_tokens(np.arange(n), val_fraction, tune_fraction, seq_len, "ids", vocab_size=n, bytes_per_token=1.0,
+                        sha256="")
 
 
 def test_train_batch_is_pure_function_of_seed_and_step():
@@ -53,28 +60,58 @@ def test_val_batches_tile_the_validation_stream():
     # targets (columns 1:) tile the text with no gap or overlap
     np.testing.assert_array_equal(windows[:, 1:].ravel(), val[1 : 1 + 24 * seq_len])
     assert val_batches(val, bs, seq_len, max_batches=2).shape == (2, bs, seq_len + 1)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="validation split has 20 tokens.*raise data.val_fraction"):
         val_batches(np.arange(20), batch_size=4, seq_len=8, max_batches=10)
+    with pytest.raises(DataError, match="tuning split has 20 tokens.*raise data.tune_fraction"):
+        val_batches(np.arange(20), batch_size=4, seq_len=8, max_batches=10, split="tuning")
 
 
-def test_split_is_contiguous_tail():
+def test_split_is_train_tune_val_in_stream_order():
     text = load_corpus("python_docs", max_bytes=50_000).text
-    data = build_token_data("python_docs", "byte", val_fraction=0.1, max_bytes=50_000, seq_len=64)
-    assert len(data.train) + len(data.val) == len(text)
-    assert len(data.val) == 5_000
-    assert bytes(data.val.astype(np.uint8)) == text[-5_000:]
-    assert bytes(data.train.astype(np.uint8)) == text[:-5_000]
-    assert data.vocab_size == 256 and data.bytes_per_token == 1.0
+    data = build_token_data("python_docs", "byte", val_fraction=0.1, max_bytes=50_000, seq_len=64, tune_fraction=0.04)
+    assert (len(data.train), len(data.tune), len(data.val)) == (43_000, 2_000, 5_000)
+    assert bytes(data.train.astype(np.uint8)) == text[:43_000]
+    assert bytes(data.tune.astype(np.uint8)) == text[43_000:45_000]
+    assert bytes(data.val.astype(np.uint8)) == text[45_000:]
+    assert data.vocab_size == 256 and data.bytes_per_token == 1.0 and data.empty_documents == 0
     assert data.source == "python_docs" and len(data.sha256) == 64
+
+
+def test_split_sizes_round_each_fraction_of_the_whole_stream():
+    data = split_ids(1_001, val_fraction=0.05, tune_fraction=0.1)
+    # round(50.05) = 50 validation tokens, round(100.1) = 100 tuning tokens, the other 851 train
+    np.testing.assert_array_equal(data.train, np.arange(851))
+    np.testing.assert_array_equal(data.tune, np.arange(851, 951))
+    np.testing.assert_array_equal(data.val, np.arange(951, 1_001))
+
+
+def test_no_tuning_split_when_tune_fraction_is_zero():
+    data = split_ids(1_000, val_fraction=0.1, tune_fraction=0.0)
+    assert len(data.tune) == 0 and data.tune.dtype == data.train.dtype
+    np.testing.assert_array_equal(data.train, np.arange(900))
+    np.testing.assert_array_equal(data.val, np.arange(900, 1_000))
+
+
+def test_training_windows_never_reach_the_tuning_split():
+    seq_len = 16
+    data = split_ids(2_000, val_fraction=0.05, tune_fraction=0.05, seq_len=seq_len)
+    first_tune = int(data.tune[0])
+    assert first_tune == len(data.train) == 1_800
+    windows = np.concatenate([np.asarray(train_batch(data.train, 0, step, 64, seq_len)) for step in range(200)])
+    assert windows.max() == first_tune - 1  # the last training token is reached, the first tuning token never
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(max_bytes=1000, seq_len=128, val_fraction=0.05), "validation"),
-        (dict(max_bytes=1000, seq_len=128, val_fraction=0.95), "training"),
+        (dict(max_bytes=1000, seq_len=128, val_fraction=0.05, tune_fraction=0.0), "validation"),
+        (dict(max_bytes=1000, seq_len=128, val_fraction=0.85), "training"),
+        (dict(max_bytes=1000, seq_len=128, tune_fraction=0.05), "tuning split; raise data.tune_fraction"),
+        (dict(max_bytes=1000, seq_len=128, tune_fraction=0.0004), "tuning split"),  # rounds to no token at all
         (dict(val_fraction=0.0), "val_fraction"),
         (dict(val_fraction=1.0), "val_fraction"),
+        (dict(tune_fraction=-0.1), "tune_fraction"),
+        (dict(tune_fraction=0.5, val_fraction=0.5), "tune_fraction.*val_fraction"),
         (dict(source="nope"), "python_docs"),
         (dict(tokenizer="bpe"), "byte"),
     ],

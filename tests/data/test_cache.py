@@ -46,7 +46,7 @@ def test_entry_matches_the_library_and_is_reused(setup, token_cache, monkeypatch
     data = load_token_data(cfg, seq_len=8)
     text = "\n\n".join(DOCS).encode("utf-8")
     ref = spm.SentencePieceProcessor(model_file=str(model)).encode(text.decode())
-    np.testing.assert_array_equal(np.concatenate([data.train, data.val]), ref)
+    np.testing.assert_array_equal(np.concatenate([data.train, data.tune, data.val]), ref)
     (bins, manifests) = entry_files(token_cache)
     assert len(bins) == len(manifests) == 1 and isinstance(data.train, np.memmap)
     manifest = json.loads(manifests[0].read_text())
@@ -66,7 +66,7 @@ def test_damaged_entry_is_rebuilt(setup, token_cache, monkeypatch, damage):
     cfg, _ = setup
     calls = count_tokenisations(monkeypatch)
     first = load_token_data(cfg, seq_len=8)
-    good = np.concatenate([first.train, first.val])
+    good = np.concatenate([first.train, first.tune, first.val])
     (tokens_file,), (manifest_file,) = entry_files(token_cache)
     blob = tokens_file.read_bytes()
     if damage == "truncate":
@@ -79,7 +79,7 @@ def test_damaged_entry_is_rebuilt(setup, token_cache, monkeypatch, damage):
         manifest_file.write_text(manifest_file.read_text()[:40])
     data = load_token_data(cfg, seq_len=8)
     assert calls == [1, 1]
-    np.testing.assert_array_equal(np.concatenate([data.train, data.val]), good)
+    np.testing.assert_array_equal(np.concatenate([data.train, data.tune, data.val]), good)
     assert tokens_file.read_bytes() == blob and json.loads(manifest_file.read_text())["n_tokens"] == len(good)
 
 

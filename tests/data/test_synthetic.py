@@ -41,7 +41,7 @@ def test_window_floor():
 def test_token_data_and_errors():
     data = build_token_data("markov", seq_len=32, markov=MarkovSpec(vocab=16, tokens=10_000))
     assert data.vocab_size == 16 and data.entropy_floor == pytest.approx(window_floor(MarkovSpec(vocab=16), 32))
-    assert len(data.train) + len(data.val) == 10_000
+    assert (len(data.train), len(data.tune), len(data.val)) == (9_000, 500, 500)
     with pytest.raises(DataError, match="vocab"):
         MarkovSpec(vocab=300)
     with pytest.raises(DataError, match="unknown data source"):

@@ -19,7 +19,7 @@ def tfds_config(*overrides):
 
 
 def stream_bytes(data) -> bytes:
-    return bytes(np.concatenate([data.train, data.val]).astype(np.uint8))
+    return bytes(np.concatenate([data.train, data.tune, data.val]).astype(np.uint8))
 
 
 def as_text(value) -> bytes:
@@ -33,6 +33,7 @@ def test_mock_data_through_data_source(tmp_path):
         docs = [as_text(reference[i]["text"]) for i in range(len(reference))]
     assert len(docs) == 300
     assert stream_bytes(data) == b"\n\n".join(d for d in docs if d)
+    assert data.empty_documents == sum(not d for d in docs)
 
 
 @pytest.fixture
