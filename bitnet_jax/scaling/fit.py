@@ -13,9 +13,14 @@ Search: every start of the grid (Approach 3: Hoffmann's 4,500) runs SCREEN_ITERS
 them then run to convergence and the best final objective wins. Running all 4,500 to convergence reaches the same
 optimum (checked on Chinchilla's Figure 4 data: 1,388 of the 4,500 starts end within 1e-9 of it) but takes ~300 s
 instead of ~1.2 s on 2 CPU cores, because a batched line search runs as many steps as its slowest member.
-Bootstrap: resamples are rows of draw counts (weights), so every resample has the data's shape and all of them are
-fitted in one batch, each from the distinct optima among the KEEP converged full-data fits (at most BOOT_STARTS),
-not from the whole grid. Intervals are percentile intervals of the resampled fits.
+Bootstrap: resamples are rows of Bayesian-bootstrap weights (bootstrap.py says why not draw counts), so every
+resample has the data's shape and all of them are fitted in one batch, each from the distinct optima among the KEEP
+converged full-data fits (at most BOOT_STARTS), not from the whole grid. Intervals are percentile intervals of the
+resampled fits.
+
+A power law is `resolved` only when the data pin down a falling curve: the fitted curve decreases over the data's
+range (alpha > 0) and, with a bootstrap, the interval of alpha is finite and excludes 0 (the lower edge of the
+start grid: a flat curve). Otherwise `reason` says which test failed.
 """
 
 import dataclasses
@@ -257,6 +262,8 @@ class PowerLaw(_Result):
     ci: float = 0.8
     intervals: dict = field(default_factory=dict)  # name -> (lo, hi), central `ci` bootstrap interval
     samples: dict = field(default_factory=dict)  # name -> bootstrap draws, for plotting bands
+    resolved: bool = True  # the data pin down a falling curve (module docstring)
+    reason: str = ""  # why not, when resolved is False
 
     def predict(self, x):
         return self.E + self.A * np.asarray(x, np.float64) ** -self.alpha
@@ -319,6 +326,7 @@ class IsoFlop(_Result):
     parabolas: np.ndarray  # (budgets, 3): coefficients of ln N, highest power first (np.polyval order)
     skipped: tuple  # budgets with < 3 distinct sizes or a parabola without a minimum
     n_points: int
+    out_of_range: tuple = ()  # budgets whose vertex lies outside their sampled ln N: an extrapolated N_opt
     ci: float = 0.8
     intervals: dict = field(default_factory=dict)  # k, a
     samples: dict = field(default_factory=dict)  # k, a, and n_opt_per_budget as (resamples, budgets)
@@ -347,7 +355,28 @@ def fit_power_law(x, loss, *, bootstrap=0, seed=0, ci=0.8, delta=DELTA, search="
     best, objective, draws = _fit(grid, X, np.log(loss), delta, bootstrap, seed, search)
     point = {k: float(v[0]) for k, v in _power_quantities(best).items()}
     intervals, samples = _uncertainty(_power_quantities, draws, ci)
-    return PowerLaw(**point, objective=objective, n_points=len(x), ci=ci, intervals=intervals, samples=samples)
+    reason = _unresolved_reason(point["alpha"], intervals.get("alpha"), ci)
+    return PowerLaw(**point, objective=objective, n_points=len(x), ci=ci, intervals=intervals, samples=samples,
+                    resolved=not reason, reason=reason)
+
+
+def _percent(ci):
+    return f"{round(100 * ci, 6):g} %"
+
+
+def _unresolved_reason(alpha, interval, ci):
+    """'' when the fit pins down a falling curve, else why not. With A > 0, E + A x^-alpha falls over any range of x
+    exactly when alpha > 0; `interval` is None without a bootstrap."""
+    if not alpha > 0:
+        return f"the fitted curve does not decrease over the data range (alpha = {alpha:.3g})"
+    if interval is None:
+        return ""
+    lo, hi = interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"the {_percent(ci)} interval of alpha is not finite"
+    if lo <= 0:
+        return f"the {_percent(ci)} interval of alpha holds 0 ([{lo:.3g}, {hi:.3g}]): the data allow a flat curve"
+    return ""
 
 
 def _frontier(A, B, alpha, beta):
@@ -431,20 +460,25 @@ def _budget_fit(log_n, loss, W):
 
 def fit_isoflop(N, C, loss, *, bootstrap=0, seed=0, ci=0.8):
     """Chinchilla Approach 2: a parabola in ln N through each budget's losses (>= 3 sizes), its vertex N_opt(C),
-    then N_opt = k C^a by least squares in log-log. bootstrap > 0 resamples points within each budget."""
+    then N_opt = k C^a by least squares in log-log. A budget whose vertex lies outside the range of ln N it sampled
+    is listed in `out_of_range` and left out of the line: its N_opt is an extrapolation of the parabola, not a
+    measured minimum. bootstrap > 0 resamples points within each budget."""
     N, C, loss = _inputs(("N", "C", "loss"), (N, C, loss), 3)
     _check_options(bootstrap, ci)
     group, budgets = _budget_groups(C)
     rng = np.random.default_rng(seed)
-    fits = []
+    fits, inside = [], []
     for g in range(len(budgets)):
         idx = np.flatnonzero(group == g)
         W = np.vstack([np.ones((1, idx.size)), resample_weights(idx.size, bootstrap, rng)])  # row 0: the data
         fits.append(_budget_fit(np.log(N[idx]), loss[idx], W))
+        inside.append(N[idx].min() <= np.exp(fits[-1][1][0]) <= N[idx].max())
     coef, log_n_opt, loss_opt = (np.stack(parts, 1) for parts in zip(*fits))  # (1 + bootstrap, budgets, ...)
-    used = np.isfinite(log_n_opt[0])
+    has_vertex = np.isfinite(log_n_opt[0])
+    used = has_vertex & np.array(inside)
     if used.sum() < 2:
-        raise ValueError(f"need >= 2 budgets with >= 3 distinct sizes and a convex parabola, got {used.sum()}")
+        raise ValueError(f"need >= 2 budgets with >= 3 distinct sizes and a convex parabola whose minimum lies "
+                         f"within the sizes sampled, got {used.sum()}")
     log_k, a = _loglog_line(np.log(budgets[used]), log_n_opt[:, used])
     intervals, samples = {}, {}
     if bootstrap:
@@ -452,5 +486,6 @@ def fit_isoflop(N, C, loss, *, bootstrap=0, seed=0, ci=0.8):
         intervals = percentile_intervals({"k": samples["k"], "a": samples["a"]}, ci)
     return IsoFlop(k=float(np.exp(log_k[0])), a=float(a[0]), budgets=budgets[used],
                    n_opt_per_budget=np.exp(log_n_opt[0, used]), loss_opt_per_budget=loss_opt[0, used],
-                   parabolas=coef[0, used], skipped=tuple(float(b) for b in budgets[~used]), n_points=len(N),
-                   ci=ci, intervals=intervals, samples=samples)
+                   parabolas=coef[0, used], skipped=tuple(float(b) for b in budgets[~has_vertex]), n_points=len(N),
+                   out_of_range=tuple(float(b) for b in budgets[has_vertex & ~used]), ci=ci, intervals=intervals,
+                   samples=samples)

@@ -12,7 +12,7 @@ from bitnet_jax.scaling.fit import fit_chinchilla, fit_isoflop, fit_power_law
 
 # Besiroglu et al. 2024 (Epoch AI), refit of Hoffmann et al.'s Figure 4: also the truth of the synthetic laws
 EPOCH = {"E": 1.817, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366}
-FIG4 = Path(__file__).resolve().parents[3] / "shared" / "data" / "chinchilla_fig4_epoch.csv"
+FIG4 = Path(__file__).resolve().parents[1] / "data" / "chinchilla_fig4_epoch.csv"  # credit: next to it, .md
 POWER = {"A": 400.0, "alpha": 0.3, "E": 1.7}
 
 
@@ -98,6 +98,27 @@ def test_power_law_is_scale_free(power_data, power_fit):
     assert shifted.intervals == {} and shifted.samples == {}
 
 
+def test_power_law_with_a_clear_exponent_is_resolved(power_fit):
+    assert power_fit.resolved and power_fit.reason == ""
+
+
+def test_flat_data_leave_the_power_law_unresolved():
+    rng = np.random.default_rng(0)
+    x = np.geomspace(1e6, 1e9, 10)
+    loss = 2.0 * np.exp(0.01 * rng.standard_normal(10))  # no trend at all: a flat curve fits as well as any
+    fit = fit_power_law(x, loss, bootstrap=100, seed=0)
+    assert not fit.resolved
+    assert fit.reason.startswith("the 80 % interval of alpha holds 0")
+    assert fit.to_dict()["resolved"] is False and fit.to_dict()["reason"] == fit.reason
+
+
+def test_rising_data_leave_the_power_law_unresolved():
+    x = np.geomspace(1e6, 1e9, 8)
+    fit = fit_power_law(x, 2.0 + 0.01 * np.log(x))  # loss grows with x: only alpha < 0 fits
+    assert fit.alpha < 0
+    assert not fit.resolved and "does not decrease over the data range" in fit.reason
+
+
 def test_power_law_predict_and_inverse(power_fit):
     x = np.array([1e5, 3e7, 1e12])
     np.testing.assert_allclose(power_fit.inverse(power_fit.predict(x)), x, rtol=1e-9)
@@ -141,8 +162,6 @@ def test_chinchilla_frontier(chinchilla_fit):
 
 
 def test_chinchilla_reproduces_epoch_refit_of_figure_4():
-    if not FIG4.exists():
-        pytest.skip(f"{FIG4} not found")
     with FIG4.open() as f:
         rows = list(csv.DictReader(f))
     N, C, loss = (np.array([float(r[k]) for r in rows]) for k in ("Model Size", "Training FLOP", "loss"))
@@ -196,6 +215,21 @@ def test_isoflop_groups_budgets_skips_small_ones_and_bootstraps():
     assert fit.samples["n_opt_per_budget"].shape == (200, 4)
     assert fit_isoflop(N, C, loss, bootstrap=200, seed=0).intervals == fit.intervals
     json.dumps(fit.to_dict(samples=True))
+
+
+def test_isoflop_excludes_a_budget_whose_sizes_all_lie_on_one_side_of_its_optimum():
+    budgets = np.logspace(18, 21, 4)
+    N, C, loss = isoflop_grid(budgets)
+    G, a, _ = frontier(**EPOCH)
+    lopsided = 1e22
+    n_big = G * (lopsided / 6) ** a * np.exp(np.linspace(0.8, 3.0, 5))  # every size above the optimum
+    fit = fit_isoflop(np.append(N, n_big), np.append(C, np.full(5, lopsided)),
+                      np.append(loss, chinchilla_law(n_big, lopsided / (6 * n_big), **EPOCH)))
+    assert fit.out_of_range == (lopsided,)
+    np.testing.assert_allclose(fit.budgets, budgets, rtol=1e-12)
+    clean = fit_isoflop(N, C, loss)
+    assert (fit.k, fit.a) == pytest.approx((clean.k, clean.a), rel=1e-9)
+    assert fit.to_dict()["out_of_range"] == [lopsided]
 
 
 def test_isoflop_needs_two_usable_budgets():
