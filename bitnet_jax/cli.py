@@ -189,7 +189,8 @@ def cmd_data_prepare(args, parser) -> int:
     path, overrides = _split_args(args.args, parser)
     cfg = config.load(path, overrides)
     data = load_token_data(cfg.data, seq_len=cfg.model.seq_len)
-    print(f"{data.source}: {len(data.train) + len(data.val)} tokens ({len(data.train)} train, {len(data.val)} val), "
+    total = len(data.train) + len(data.tune) + len(data.val)
+    print(f"{data.source}: {total} tokens ({len(data.train)} train, {len(data.tune)} tune, {len(data.val)} val), "
           f"tokenizer {data.tokenizer} (vocab {data.vocab_size}), {data.bytes_per_token:.3f} bytes/token")
     return 0
 

@@ -131,11 +131,13 @@ class TrainConfig:
     keep_checkpoints: int = 2
     compute_dtype: str = "auto"  # auto: bfloat16 on GPU/TPU, float32 on CPU
     attention: str = "auto"  # jax.nn.dot_product_attention implementation: auto | xla | cudnn
+    steps_per_call: int | None = None  # steps per jitted call (one dispatch, one metrics fetch); None: per device
+    deterministic: bool = False  # GPU: XLA's deterministic ops (same config + seed = the same losses, bit for bit)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batches", "log_every", "ckpt_every",
-                     "keep_checkpoints"):
-            if getattr(self, name) < 1:
+                     "keep_checkpoints", "steps_per_call"):
+            if (getattr(self, name) or 1) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)}: must be a positive integer")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps}: must be >= 0")
@@ -185,6 +187,39 @@ class RunConfig:
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "tracking": TrackingConfig}
+
+# What a resumed run may change: its length (the schedule follows the new train.steps), how it is tracked, logged,
+# evaluated and checkpointed, and how batches reach the device (the batches themselves stay the same).
+RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.eval_batches", "train.log_every", "train.ckpt_every",
+                     "train.keep_checkpoints", "train.steps_per_call", "tracking.*", "data.cache", "data.cache_dir",
+                     "data.on_device", "data.device_max_tokens")
+# The per-run values of runs that can train together in one vmapped group (they live in the train state or select
+# the batches and initial weights); everything else must be equal.
+PER_RUN_VALUES = ("train.lr", "train.lr_stage2", "train.weight_decay", "train.weight_decay_stage2", "train.seed",
+                  "data.seed")
+
+
+def flat_dict(cfg: RunConfig) -> dict[str, object]:
+    """Every setting as `section.key` -> value, with the model's layout and MLP resolved for its recipe."""
+    raw = dataclasses.replace(cfg, model=cfg.model.resolve(cfg.recipe)).to_dict()
+    return {f"{section}.{key}": value for section, values in raw.items() for key, value in values.items()}
+
+
+def _matches(key: str, patterns: typing.Iterable[str]) -> bool:
+    return any(key == p or (p.endswith(".*") and key.startswith(p[:-1])) for p in patterns)
+
+
+def changed_keys(old: RunConfig, new: RunConfig, allowed: typing.Iterable[str] = RESUMABLE_CHANGES) -> list[str]:
+    """The settings that differ between two configs, leaving out the `allowed` ones (default: what a resume may
+    change)."""
+    a, b = flat_dict(old), flat_dict(new)
+    return [k for k in a if a[k] != b.get(k) and not _matches(k, allowed)]
+
+
+def group_key(cfg: RunConfig) -> tuple:
+    """Runs with equal keys differ only in PER_RUN_VALUES (and tracking) and can share one compiled step."""
+    return tuple(sorted((k, repr(v)) for k, v in flat_dict(cfg).items()
+                        if not _matches(k, (*PER_RUN_VALUES, "tracking.*"))))
 
 
 def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:

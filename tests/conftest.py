@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# token and compilation caches of the whole session (and of the processes it starts) away from ~/.cache
+os.environ.setdefault("BITNET_JAX_CACHE", tempfile.mkdtemp(prefix="bitnet-jax-test-cache-"))
 
 import pytest  # noqa: E402
 

@@ -120,10 +120,9 @@ def _check_data(runs: list[PlannedRun]) -> None:
                               f"{cfg.data.tokenizer} tokenizer's vocabulary ({data.vocab_size}); set family.base "
                               f"vocab_size: {data.vocab_size}")
         check_window(data.train, cfg.model.seq_len)
-        for split in ("val", "tune"):
-            tokens = getattr(data, split, ())
-            if split == "val" or len(tokens):
-                val_batches(tokens, cfg.train.batch_size, cfg.model.seq_len, cfg.train.eval_batches)
+        for split, tokens in (("validation", data.val), ("tuning", data.tune)):
+            if split == "validation" or len(tokens):
+                val_batches(tokens, cfg.train.batch_size, cfg.model.seq_len, cfg.train.eval_batches, split=split)
 
 
 def _slots(gpus: list[str], per_device: int, parallel: int | None) -> list[str | None]:

@@ -80,8 +80,8 @@ def run_group(runs: list[tuple[RunConfig, str | Path]], *, resume: bool | None =
     finally:
         for m in opened:
             m.close(error)
-            if error is not None:
-                m.discard_if_new()
+        for m in members if error is not None else ():
+            m.discard_if_new()
     return [RunResult(m.out, m.summary or m.previous) for m in members]
 
 
@@ -109,8 +109,8 @@ class _Job:
             if m.resume:
                 check_same_tokenizer(m.previous, data, m.out)
         self.val = jnp.asarray(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
-        self.tune = (jnp.asarray(val_batches(data.tune, t.batch_size, cfg.model.seq_len, t.eval_batches))
-                     if len(getattr(data, "tune", ())) else None)
+        self.tune = (jnp.asarray(val_batches(data.tune, t.batch_size, cfg.model.seq_len, t.eval_batches,
+                                             split="tuning")) if len(data.tune) else None)
         self.bytes_per_token = data.bytes_per_token
         self.steps_per_call = t.steps_per_call or default_steps_per_call()
         trainings = [build_training(m.cfg) for m in members]

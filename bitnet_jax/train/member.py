@@ -60,6 +60,13 @@ class Member:
 
     def open(self) -> None:
         self.lock.__enter__()
+        try:
+            self._decide_start()
+        except BaseException:
+            self.lock.__exit__(None, None, None)
+            raise
+
+    def _decide_start(self) -> None:
         self.previous = read_json(self.summary_path)
         self.latest = _latest_step(self.out / "ckpt")
         holds_run = self.latest is not None or self.config_path.exists()
@@ -108,7 +115,7 @@ class Member:
             "n_params_matmul": counts["matmul"], "step": 0, "steps": self.steps, "tokens": 0, "flops": 0.0,
             "flops_per_token": fpt,
             "data_source": data.source, "data_sha256": data.sha256, "bytes_per_token": data.bytes_per_token,
-            "data_entropy_floor": data.entropy_floor, "data_empty_documents": getattr(data, "empty_documents", 0),
+            "data_entropy_floor": data.entropy_floor, "data_empty_documents": data.empty_documents,
             "tokenizer": data.tokenizer, "tokenizer_sha256": data.tokenizer_sha256,
             "unigram_bits_per_byte": unigram_bpb,
             "hyperparams": dataclasses.asdict(hp), "device": device, "compute_dtype": dtype_name,

@@ -148,7 +148,7 @@ def test_data_prepare_command_fills_the_cache(tmp_path, token_cache, capsys):
     (tmp_path / "a.txt").write_text("abc " * 250)
     assert cli.main(["data", "prepare", f"data.source={tmp_path}/a.txt", "data.tune_fraction=0",
                      "model.seq_len=16"]) == 0
-    assert "1000 tokens (950 train, 50 val), tokenizer byte (vocab 256), 1.000 bytes/token" in capsys.readouterr().out
+    assert "1000 tokens (950 train, 0 tune, 50 val), tokenizer byte (vocab 256), 1.000 bytes/token" in capsys.readouterr().out
     assert len(list((token_cache / "tokens").glob("*.json"))) == 1
 
 

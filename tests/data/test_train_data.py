@@ -46,7 +46,7 @@ def test_train_on_jsonl_with_sentencepiece(tmp_path, corpus, tiny, token_cache, 
     rc = cli.main(["train", *tiny, f"data.source={corpus}", "data.tokenizer=byte", "model.vocab_size=400",
                    "train.steps=14", "--out", str(out), "--resume"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "trained with tokenizer sentencepiece" in err and len(err.splitlines()) == 1
+    assert rc == 2 and "changes data.tokenizer" in err and len(err.splitlines()) == 1
 
 
 def test_model_vocab_too_small_for_tokenizer(tmp_path, corpus, tiny, capsys):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bitnet_jax import config, train
-from bitnet_jax.errors import CheckpointError
+from bitnet_jax.errors import CheckpointError, ConfigError
 from bitnet_jax.model import flops_per_token, param_counts
 from bitnet_jax.files import read_metrics
 
@@ -33,15 +33,18 @@ def test_tiny_run_writes_the_record(tmp_path, tiny):
     assert (s["n_params"], s["n_params_non_embedding"]) == (counts["total"], counts["non_embedding"])
     tokens = 30 * 4 * 32
     assert s["tokens"] == tokens and s["flops"] == pytest.approx(flops_per_token(cfg.model, cfg.recipe) * tokens)
-    for key in ("final_train_loss", "final_val_loss", "val_bits_per_byte", "tokens_per_sec", "wall_s"):
+    for key in ("final_train_loss", "final_tune_loss", "final_val_loss", "val_bits_per_byte", "tokens_per_sec",
+                "wall_s"):
         assert s[key] is not None and s[key] > 0, key
     # byte tokenizer: bits per byte is the loss in bits
     assert s["val_bits_per_byte"] == pytest.approx(s["final_val_loss"] / math.log(2))
     assert s["val_bits_per_byte"] < 6.5  # a uniform byte model scores 8 bits; 30 tiny steps reach ~5.5
     assert 4.0 < s["unigram_bits_per_byte"] < 6.0
+    assert s["group_size"] == 1 and s["data_empty_documents"] == 0
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 31))
     assert [r["step"] for r in rows if "val_loss" in r] == [15, 30]
+    assert all("tune_loss" in r for r in rows if "val_loss" in r)
     first, last = rows[0]["loss"], s["final_train_loss"]
     assert last < first - 1.0  # it learns: from ~ln(256) = 5.5 nats towards the byte entropy
     assert config.load(tmp_path / "run" / "config.yaml") == cfg
@@ -54,14 +57,31 @@ def cli(args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+def wait_for_step(run_dir, step, proc, timeout=120):
+    deadline = time.time() + timeout
+    while max(losses(run_dir), default=0) < step:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+RECORD = ("status", "step", "steps", "tokens", "flops", "final_train_loss", "final_tune_loss", "final_val_loss",
+          "val_bits_per_byte")
+
+
+def same_record(a, b):
+    sa, sb = (json.loads((Path(d) / "summary.json").read_text()) for d in (a, b))
+    assert {k: sa[k] for k in RECORD} == {k: sb[k] for k in RECORD}
+    assert read_metrics(Path(a) / "metrics.jsonl") == read_metrics(Path(b) / "metrics.jsonl") or \
+        [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in read_metrics(Path(a) / "metrics.jsonl")] == \
+        [{k: v for k, v in r.items() if k != "tokens_per_sec"} for r in read_metrics(Path(b) / "metrics.jsonl")]
+
+
 def test_killed_run_resumes_to_identical_losses(tmp_path, tiny):
-    args = ["train", *tiny, "recipe=bitnet_b158", "train.steps=40", "train.ckpt_every=10", "train.eval_every=20"]
+    args = ["train", *tiny, "recipe=bitnet_b158", "train.steps=40", "train.ckpt_every=10", "train.eval_every=20",
+            "train.steps_per_call=1"]
     whole = cli([*args, "--out", str(tmp_path / "whole")])
     killed = cli([*args, "--out", str(tmp_path / "killed")])
-    deadline = time.time() + 120
-    while max(losses(tmp_path / "killed"), default=0) < 25:  # past two checkpoints, mid-way to the third
-        assert killed.poll() is None and time.time() < deadline, killed.communicate()
-        time.sleep(0.05)
+    wait_for_step(tmp_path / "killed", 25, killed)  # past two checkpoints, mid-way to the third
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert whole.wait() == 0, whole.communicate()
@@ -72,9 +92,49 @@ def test_killed_run_resumes_to_identical_losses(tmp_path, tiny):
     a, b = losses(tmp_path / "whole"), losses(tmp_path / "killed")
     assert list(a) == list(range(1, 41)) and list(b) == list(range(1, 41))
     assert a == b  # bit for bit
-    sa = json.loads((tmp_path / "whole" / "summary.json").read_text())
-    sb = json.loads((tmp_path / "killed" / "summary.json").read_text())
-    assert sb["status"] == "finished" and sa["final_val_loss"] == sb["final_val_loss"]
+    same_record(tmp_path / "whole", tmp_path / "killed")
+
+
+KILL_AT_FINAL_SUMMARY = """
+import os, signal, sys
+from bitnet_jax.train import member
+write = member.Member.write_summary
+def write_or_die(self):  # SIGKILL at the moment the final summary would be written (the last checkpoint is on disk)
+    if self.summary.get("status") == "finished":
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(self)
+member.Member.write_summary = write_or_die
+from bitnet_jax.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_killed_between_final_checkpoint_and_summary_resumes_to_the_same_record(tmp_path, tiny):
+    args = ["train", *tiny, "train.steps=12"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    dying = subprocess.run([sys.executable, "-c", KILL_AT_FINAL_SUMMARY, *args, "--out", str(tmp_path / "killed")],
+                           env=env, capture_output=True, text=True)
+    assert dying.returncode == -signal.SIGKILL, dying.stderr[-2000:]
+    s = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert s["status"] == "running" and (tmp_path / "killed" / "ckpt" / "12").is_dir()  # killed right there
+    assert cli(args + ["--out", str(tmp_path / "whole")]).wait() == 0
+    resumed = cli(["train", "--out", str(tmp_path / "killed"), "--resume"])
+    assert resumed.wait() == 0, resumed.communicate()
+    same_record(tmp_path / "whole", tmp_path / "killed")
+
+
+def test_sigterm_checkpoints_and_marks_interrupted_then_resumes(tmp_path, tiny):
+    args = ["train", *tiny, "train.steps=400", "train.ckpt_every=1000", "train.eval_every=1000",
+            "train.steps_per_call=2"]
+    proc = cli([*args, "--out", str(tmp_path / "run")])
+    wait_for_step(tmp_path / "run", 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "bitnet-jax train --out" in err and "--resume" in err
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    ckpts = [int(p.name) for p in (tmp_path / "run" / "ckpt").iterdir() if p.name.isdigit()]
+    assert s["status"] == "interrupted" and 5 <= s["step"] < 400 and ckpts == [s["step"]]
+    assert max(losses(tmp_path / "run")) == s["step"]
 
 
 def test_nan_loss_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path, tiny):
@@ -85,9 +145,10 @@ def test_nan_loss_stops_as_diverged_and_keeps_last_good_checkpoint(tmp_path, tin
     s = result.summary
     assert s["status"] == "diverged" and "non-finite" in s["error"]
     steps = sorted(int(p.name) for p in (tmp_path / "run" / "ckpt").iterdir() if p.name.isdigit())
-    assert steps and max(steps) < s["step"]
-    last = losses(tmp_path / "run")
-    assert all(np.isfinite(v) for k, v in last.items() if k <= max(steps))
+    assert steps and max(steps) == s["step"]  # the step that diverged was not applied
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert rows[-1]["step"] == s["step"] + 1 and None in (rows[-1]["loss"], rows[-1]["grad_norm"])  # NaN -> null
+    assert all(np.isfinite(v) for k, v in losses(tmp_path / "run").items() if k <= max(steps))
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
 
 
@@ -97,13 +158,109 @@ def test_resume_guards(tmp_path, tiny):
     before = snapshot(run_dir)
     with pytest.raises(CheckpointError, match="--resume"):  # an existing run is never overwritten
         train.run(config.load(None, tiny), run_dir)
-    with pytest.raises(CheckpointError, match="model.d_model=32"):
+    with pytest.raises(CheckpointError, match="model.d_model"):
         train.run(config.load(None, tiny + ["model.d_model=64"]), run_dir, resume=True)
     with pytest.raises(CheckpointError, match="recipe"):
         train.run(config.load(None, tiny + ["recipe=fp16"]), run_dir, resume=True)
+    with pytest.raises(CheckpointError, match="train.batch_size, train.lr"):
+        train.run(config.load(None, tiny + ["train.batch_size=8", "train.lr=1e-3"]), run_dir, resume=True)
+    with pytest.raises(CheckpointError, match="data.seed"):
+        train.run(config.load(None, tiny + ["data.seed=3"]), run_dir, resume=True)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train.run(config.load(None, tiny), tmp_path / "empty", resume=True)
+    assert not (tmp_path / "empty").exists()
     assert snapshot(run_dir) == before  # nothing already written is lost
     again = train.run(config.load(None, tiny), run_dir, resume=True)  # a finished run stays finished
     assert again.status == "finished" and snapshot(run_dir) == before
+    # extending a run: only train.steps (and logging/eval/checkpoint/tracking settings) may change
+    longer = train.run(config.load(None, tiny + ["train.steps=16", "train.eval_every=8"]), run_dir, resume=True)
+    assert longer.status == "finished" and longer.summary["step"] == 16
+    assert list(losses(run_dir)) == list(range(1, 17))
+
+
+def test_k_steps_per_call_train_the_same_losses(tmp_path, tiny):
+    one = train.run(config.load(None, tiny + ["train.steps_per_call=1"]), tmp_path / "k1")
+    five = train.run(config.load(None, tiny + ["train.steps_per_call=5"]), tmp_path / "k5")
+    assert losses(tmp_path / "k1") == pytest.approx(losses(tmp_path / "k5"), rel=1e-6)
+    assert one.summary["final_val_loss"] == pytest.approx(five.summary["final_val_loss"], rel=1e-6)
+    assert [r["step"] for r in read_metrics(tmp_path / "k5" / "metrics.jsonl") if "val_loss" in r] == [6, 12]
+
+
+def group_configs(tiny, recipe, lrs):
+    return [config.load(None, tiny + [f"recipe={recipe}", f"train.lr={lr}", f"train.seed={i}", f"data.seed={i}"])
+            for i, lr in enumerate(lrs)]
+
+
+@pytest.mark.parametrize("recipe, tol", [("fp16", 1e-5), ("bitnet_b158", 2e-3)])
+def test_a_group_trains_what_its_members_train_alone(tmp_path, tiny, recipe, tol):
+    """vmapped members equal the same runs alone up to float reordering; ternary rounding can flip a weight on
+    such a difference, hence the wider tolerance for b1.58."""
+    cfgs = group_configs(tiny, recipe, [1e-3, 4e-3, 2e-2])
+    grouped = train.run_group([(c, tmp_path / f"g{i}") for i, c in enumerate(cfgs)])
+    for i, (c, r) in enumerate(zip(cfgs, grouped)):
+        alone = train.run(c, tmp_path / f"a{i}")
+        assert r.status == alone.status == "finished" and r.summary["group_size"] == 3
+        a, b = losses(tmp_path / f"g{i}"), losses(tmp_path / f"a{i}")
+        assert list(a) == list(b) and np.allclose(list(a.values()), list(b.values()), rtol=tol, atol=0)
+        assert r.summary["final_val_loss"] == pytest.approx(alone.summary["final_val_loss"], rel=tol)
+    assert losses(tmp_path / "g0")[12] != losses(tmp_path / "g2")[12]  # the members really differ
+
+
+def test_a_diverging_member_is_frozen_while_the_others_go_on(tmp_path, tiny):
+    cfgs = group_configs(tiny, "fp16", [1e-3, 1e30])
+    ok, bad = train.run_group([(c, tmp_path / f"g{i}") for i, c in enumerate(cfgs)])
+    alone = train.run(cfgs[0], tmp_path / "alone")
+    assert ok.status == "finished" and bad.status == "diverged" and "non-finite" in bad.summary["error"]
+    assert losses(tmp_path / "g0") == pytest.approx(losses(tmp_path / "alone"), rel=1e-5)
+    assert bad.summary["step"] < 12 and ok.summary["final_val_loss"] == pytest.approx(alone.summary["final_val_loss"],
+                                                                                        rel=1e-5)
+
+
+def test_a_group_killed_mid_run_resumes_like_an_uninterrupted_one(tmp_path, tiny):
+    cfgs = group_configs(tiny, "fp16", [1e-3, 3e-3])
+    for name in ("whole", "killed"):
+        for i, c in enumerate(cfgs):
+            c = config.load(None, tiny + ["recipe=fp16", f"train.lr={c.train.lr}", f"train.seed={i}",
+                                          f"data.seed={i}", "train.steps=40", "train.ckpt_every=10",
+                                          "train.eval_every=20", "train.steps_per_call=1"])
+            config.dump(c, tmp_path / f"{name}{i}" / "plan.yaml")
+    whole = cli(["train-group", str(tmp_path / "whole0"), str(tmp_path / "whole1")])
+    killed = cli(["train-group", str(tmp_path / "killed0"), str(tmp_path / "killed1")])
+    wait_for_step(tmp_path / "killed1", 25, killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert whole.wait() == 0, whole.communicate()
+    resumed = cli(["train-group", str(tmp_path / "killed0"), str(tmp_path / "killed1")])
+    assert resumed.wait() == 0, resumed.communicate()
+    for i in range(2):
+        assert losses(tmp_path / f"whole{i}") == losses(tmp_path / f"killed{i}")
+        same_record(tmp_path / f"whole{i}", tmp_path / f"killed{i}")
+
+
+def test_members_of_a_group_must_differ_only_in_per_run_values(tmp_path, tiny):
+    a, b = config.load(None, tiny), config.load(None, tiny + ["train.batch_size=8"])
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        train.run_group([(a, tmp_path / "a"), (b, tmp_path / "b")])
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_run_whose_data_fails_leaves_no_directory(tmp_path, tiny, capsys):
+    from bitnet_jax.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", *tiny, "model.seq_len=100000", "--out", str(out)]) == 2
+    assert "too short" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_compile_cache_is_reused_by_a_second_run(tmp_path, tiny, monkeypatch):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "BITNET_JAX_CACHE": str(tmp_path / "cache")}
+    cache = tmp_path / "cache" / "jax_compile"
+    args = [sys.executable, "-m", "bitnet_jax.cli", "train", *tiny, "train.steps=4"]
+    assert subprocess.run([*args, "--out", str(tmp_path / "a")], env=env, capture_output=True).returncode == 0
+    entries = set(os.listdir(cache))
+    assert len(entries) >= 3  # the train call, the evaluation, the batch draw...
+    assert subprocess.run([*args, "--out", str(tmp_path / "b")], env=env, capture_output=True).returncode == 0
+    assert set(os.listdir(cache)) == entries  # every program of the second run came from the cache
 
 
 def wandb_records(path: Path) -> list:
