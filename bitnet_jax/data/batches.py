@@ -126,22 +126,33 @@ def host_train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, 
 
 
 class TrainBatches:
-    """Training batches of a run: drawn on the device from the stream held there, or, for a stream longer than
-    `device_max_tokens` (or on_device=False), gathered on the host and copied over. Both give identical batches."""
+    """The training batches of a group of runs (one or more) that share a token stream, each with its data seed:
+    run g at step s gets train_batch(stream, seed_g, s), drawn inside the jitted training call from the stream held
+    on the device, or, for a stream longer than `device_max_tokens` (or on_device=False), gathered on the host for
+    the `steps_per_call` steps of a call and copied over. Both paths give identical batches.
 
-    def __init__(self, tokens: np.ndarray, seed: int, batch_size: int, seq_len: int, on_device: bool | None = None,
-                 device_max_tokens: int = 1 << 28):
+    `inputs(steps)` is what a call takes (the runs' current steps); `draw(inputs, i, steps)` gives the batches of the
+    call's i-th step inside it: (group, batch_size, seq_len + 1) int32."""
+
+    def __init__(self, tokens: np.ndarray, seeds: list[int], batch_size: int, seq_len: int,
+                 on_device: bool | None = None, device_max_tokens: int = 1 << 28, steps_per_call: int = 1):
         check_window(tokens, seq_len)
         self.on_device = len(tokens) <= device_max_tokens if on_device is None else on_device
-        self.seed, self.batch_size, self.seq_len = seed, batch_size, seq_len
+        self.seeds, self.batch_size, self.seq_len, self.steps_per_call = list(seeds), batch_size, seq_len, steps_per_call
         self.tokens = jnp.asarray(tokens) if self.on_device else tokens
 
-    def __call__(self, step: int, device_step=None) -> jax.Array:
-        """The batch of `step`; the device path takes the step as a device scalar when given (no host sync)."""
+    def inputs(self, steps: list[int]) -> dict:
         if self.on_device:
-            return train_batch(self.tokens, self.seed, step if device_step is None else device_step,
-                               batch_size=self.batch_size, seq_len=self.seq_len)
-        return jax.device_put(host_train_batch(self.tokens, self.seed, step, self.batch_size, self.seq_len))
+            return {"tokens": self.tokens, "seeds": jnp.asarray(self.seeds, jnp.int32)}
+        batches = [[host_train_batch(self.tokens, seed, s + i, self.batch_size, self.seq_len)
+                    for seed, s in zip(self.seeds, steps)] for i in range(self.steps_per_call)]
+        return {"batches": jnp.asarray(np.array(batches))}
+
+    def draw(self, inputs: dict, i, steps) -> jax.Array:
+        if "batches" in inputs:
+            return inputs["batches"][i]
+        one = functools.partial(train_batch, batch_size=self.batch_size, seq_len=self.seq_len)
+        return jax.vmap(lambda seed, step: one(inputs["tokens"], seed, step))(inputs["seeds"], steps)
 
 
 def check_window(tokens, seq_len: int) -> None:

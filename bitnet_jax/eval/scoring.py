@@ -3,9 +3,8 @@
 A request is a token sequence whose last `n_scored` tokens are scored given everything before them. Requests are
 sorted by length, grouped into batches of a fixed size and right-padded to a few bucket lengths (powers of two up to
 the model's seq_len), so a whole task compiles a handful of shapes. Right padding never changes the scores: the
-model is causal, and its normalisations and per-token activation quantisers act on each position alone.
-(Recipes with per-tensor activation scales, such as `bitnet`, take their scale over the whole batch, as in
-training, so their scores move slightly with the batch they are computed in.)
+model is causal, and its normalisations and per-token activation quantisers act on each position alone (runs load
+in their recipe's inference form, so `bitnet`'s per-tensor training scale is per token here too).
 """
 
 from __future__ import annotations

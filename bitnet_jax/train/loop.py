@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import jax
@@ -25,8 +24,7 @@ from tqdm.auto import tqdm
 
 from bitnet_jax import config as config_lib
 from bitnet_jax.config import RunConfig
-from bitnet_jax.data import check_same_tokenizer, host_train_batch, load_token_data, train_batch
-from bitnet_jax.data import unigram_bits_per_byte, val_batches
+from bitnet_jax.data import TrainBatches, check_same_tokenizer, load_token_data, unigram_bits_per_byte, val_batches
 from bitnet_jax.errors import ConfigError
 from bitnet_jax.train.member import Member, bits_per_byte
 from bitnet_jax.train.optim import schedule_values
@@ -131,8 +129,9 @@ class _Job:
         self.alive = [True] * self.group
         self.active = jnp.ones((self.group,), bool)
         first = trainings[0]
-        self.batches = _Batches(data.train, [m.cfg.data.seed for m in members], t.batch_size, cfg.model.seq_len,
-                                cfg.data.on_device, cfg.data.device_max_tokens, self.steps_per_call)
+        self.batches = TrainBatches(data.train, [m.cfg.data.seed for m in members], t.batch_size,
+                                    cfg.model.seq_len, cfg.data.on_device, cfg.data.device_max_tokens,
+                                    self.steps_per_call)
         self.call = make_train_call(first.model, first.optimizer, first.hyperparams, self.group, self.steps_per_call,
                                     self.batches.draw)
         eval_model = FlatModel.split(build_model(cfg, inference=True, abstract=True))[0]
@@ -176,7 +175,7 @@ class _Job:
 
     def _advance(self, until: int, bar) -> None:
         """One jitted call: up to steps_per_call steps of every run behind `until`; record what it did."""
-        data = self.batches.data([m.step for m in self.members])
+        data = self.batches.inputs([m.step for m in self.members])
         self.state, self.active, metrics, ran = self.call(self.state, self.active, jnp.int32(until), data)
         metrics, ran, steps = jax.device_get((metrics, ran, self.state["step"]))
         now = time.perf_counter()
@@ -259,29 +258,3 @@ def _tracker(m: Member, meta: dict):
     from bitnet_jax.train.tracking import make_tracker
 
     return make_tracker(m.cfg, m.out, meta.get("wandb_id"))
-
-
-class _Batches:
-    """A group's training batches: drawn inside the jitted call from the token stream held on the device, or, for a
-    stream over `device_max_tokens` (or on_device=False), gathered on the host per call. Both give run g at step s
-    the batch train_batch(stream, seed_g, s) (the batch of step s is a pure function of the data seed and s)."""
-
-    def __init__(self, tokens, seeds, batch_size, seq_len, on_device, device_max_tokens, steps_per_call):
-        self.on_device = len(tokens) <= device_max_tokens if on_device is None else on_device
-        self.seeds, self.batch_size, self.seq_len, self.k = seeds, batch_size, seq_len, steps_per_call
-        self.tokens = jnp.asarray(tokens) if self.on_device else tokens
-        self.device_seeds = jnp.asarray(seeds, jnp.int32)
-
-    def data(self, steps: list[int]) -> dict:
-        """The call's input: the device stream and seeds, or the host-gathered batches of the next k steps."""
-        if self.on_device:
-            return {"tokens": self.tokens, "seeds": self.device_seeds}
-        batches = [[host_train_batch(self.tokens, seed, s + i, self.batch_size, self.seq_len)
-                    for seed, s in zip(self.seeds, steps)] for i in range(self.k)]
-        return {"batches": jnp.asarray(np.stack([np.stack(b) for b in batches]))}
-
-    def draw(self, data: dict, i, steps):
-        if "batches" in data:
-            return data["batches"][i]
-        draw = partial(train_batch, batch_size=self.batch_size, seq_len=self.seq_len)
-        return jax.vmap(lambda seed, step: draw(data["tokens"], seed, step))(data["seeds"], steps)

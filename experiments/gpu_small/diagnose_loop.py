@@ -23,8 +23,8 @@ import numpy as np
 from bitnet_jax import config as config_lib
 from bitnet_jax.data import build_token_data, train_batch
 from bitnet_jax.train import loop
-from bitnet_jax.train.optim import Hyperparams, make_optimizer
-from bitnet_jax.train.step import FlatModel, init_state, make_train_step
+from bitnet_jax.train.state import build_training
+from bitnet_jax.train.step import init_state, make_train_step
 
 OVERRIDES = ["recipe=fp16", "model.d_model=128", "model.n_layers=4", "model.n_heads=4", "model.d_ff=352",
              "model.vocab_size=256", "model.seq_len=256", "train.batch_size=64", "data.source=python_stdlib",
@@ -55,10 +55,9 @@ def main():
     batch_of = functools.partial(train_batch, seed=0, batch_size=64, seq_len=256)
     timed("train_batch alone", lambda: batch_of(tokens, step=3), N, False)
 
-    model = loop.build_model(cfg)
-    flat, params, rest = FlatModel.split(model)
-    hp = Hyperparams.resolve(cfg.train, cfg.recipe)
-    tx = make_optimizer(hp)
+    training = build_training(cfg)
+    flat, hp, tx = training.model, training.hyperparams, training.optimizer
+    params, rest = training.state["params"], training.state["rest"]
     random_batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, 257), dtype=np.int32))
     text_batch = batch_of(tokens, step=0)
     step_fn = make_train_step(flat, tx, hp)
