@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bitnet_jax.sweep.runner import follow_parent
+    from bitnet_jax.child import follow_parent
 
     follow_parent()
     parser = build_parser()

@@ -10,13 +10,12 @@ resumable at any moment.
   runner raises KeyboardInterrupt; the same command resumes. A job that writes nothing for
   executor.stall_timeout_s is killed and its unfinished runs are marked failed.
 - A lock file stops two runners sharing one directory; each run locks its own directory.
-- A child dies with the runner (PR_SET_PDEATHSIG, see follow_parent), so a SIGKILLed sweep leaves no orphan.
+- A child dies with the runner (PR_SET_PDEATHSIG, see child.follow_parent), so a SIGKILLed sweep leaves no orphan.
 - On a host with GPUs, jobs go in parallel: executor.runs_per_gpu per GPU, each with its share of GPU memory.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from bitnet_jax import config as config_lib
 from bitnet_jax.errors import ConfigError
+from bitnet_jax.child import PARENT_ENV
 from bitnet_jax.files import DirectoryLock, read_json, write_atomic, write_json
 from bitnet_jax.sweep import jobs as jobs_lib
 from bitnet_jax.sweep import spec as spec_lib
@@ -39,7 +39,6 @@ from bitnet_jax.sweep.results import run_status
 from bitnet_jax.sweep.spec import EvalSpec, PlannedRun, SweepSpec
 
 DONE = ("finished", "diverged")
-PARENT_ENV = "BITNET_JAX_SWEEP_PARENT"
 STOP_GRACE_S = 120.0  # how long stopped jobs may take to write their checkpoints before they are killed
 POLL_S = 0.2
 
@@ -306,20 +305,3 @@ def _eval_one(run_dir: Path, evaluation: EvalSpec, env: dict) -> None:
     else:
         summary.pop("eval_error", None)
     write_json(run_dir / "summary.json", summary)
-
-
-def follow_parent() -> None:
-    """In a run started by the runner: be killed when the runner dies, however it dies (Linux PR_SET_PDEATHSIG).
-
-    Set in the child itself rather than in a preexec_fn, since forking a multithreaded (JAX) process and running
-    Python before exec can deadlock. If the runner died before this point, exit now.
-    """
-    parent = os.environ.get(PARENT_ENV)
-    if parent is None:
-        return
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(parent):
-        os._exit(1)
