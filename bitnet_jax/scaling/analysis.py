@@ -1,11 +1,18 @@
-"""From a results table to fits and recipe comparisons: which law is fitted to what, and each recipe against fp16.
+"""From a sweep's rows to fitted laws per curve label, and each label against a baseline label.
 
-Per recipe (finished runs at their best learning rate, final validation loss):
-- loss vs training compute C, loss vs parameters N, loss vs inference energy per token (L = E + A x^-alpha);
-- Chinchilla Approach 3 when log N and log D vary independently (not at fixed D, nor with D = k N);
-- Approach 2 (IsoFLOP) when the sweep has compute budgets.
-Against the fp16 baseline: the loss gap per size, the compute multiplier k(L) = C_recipe(L) / C_fp16(L) at matched
-loss, the effective-parameter ratio N_fp16(L_recipe(N)) / N, and the energy ratio E_recipe(L) / E_fp16(L).
+Per label (`fit_rows`: finished runs at their best learning rate, final validation loss):
+- loss vs training compute C, on the compute frontier: per compute level (the IsoFLOP budget when a row has one,
+  else C to 3 significant digits) only the run with the lowest loss, since at one compute level only the best
+  allocation of it says what that compute buys;
+- loss vs parameters N and loss vs inference energy per token e, likewise on the lowest loss per N (per e), the
+  best each model size reached over the token counts tried;
+- Chinchilla Approach 3 on every run, when log N and log D vary independently (not at fixed D, nor with D = k N);
+- Approach 2 (IsoFLOP) on every run that has a budget.
+Against the baseline label (default fp16): the loss gap per size (no fit needed), and at matched loss from the
+fitted curves the compute multiplier C_label(L) / C_base(L), the energy ratio e_label(L) / e_base(L), and the
+effective-parameter ratio N_base(L_label(N)) / N. A ratio is withheld, with the reason, when a fit it rests on is
+unresolved (fit.py), when its bootstrap interval is unbounded, or when its point estimate falls outside its own
+interval (the fit is then unstable: the full-data optimum is not where the resampled fits are).
 """
 
 from __future__ import annotations
@@ -18,136 +25,251 @@ import numpy as np
 
 from bitnet_jax.scaling.fit import fit_chinchilla, fit_isoflop, fit_power_law
 
-BASELINE = "fp16"
-AXES = {"compute": "flops", "params": None, "energy": "energy_per_token_7nm_j"}
+ENERGY = "energy_per_token_7nm_j"
+MIN_DRAWS = 10  # fewer usable bootstrap draws than this give no interval
+UNSTABLE = "point estimate outside its bootstrap interval: the fit is unstable"
+SELECTION = {
+    "loss_vs_compute": "lowest loss per compute level (budget, else C to 3 significant digits)",
+    "loss_vs_params": "lowest loss per N",
+    "loss_vs_energy": "lowest loss per inference energy per token",
+    "chinchilla": "every run",
+    "isoflop": "every run with a compute budget",
+}
 
 
 @dataclass
 class Analysis:
-    fits: dict[str, dict] = field(default_factory=dict)  # recipe -> {law name: fit object}
-    comparison: dict[str, dict] = field(default_factory=dict)  # recipe -> comparison tables
-    notes: list[str] = field(default_factory=list)  # fits skipped and why
+    baseline: str
+    ci: float
+    n_with_embeddings: bool
+    fits: dict[str, dict] = field(default_factory=dict)  # label -> {law: fit object}
+    run_ids: dict[str, dict] = field(default_factory=dict)  # label -> {law: run ids of the points it used}
+    comparison: dict[str, dict] = field(default_factory=dict)  # label -> tables against the baseline
+    notes: list[str] = field(default_factory=list)  # fits not made and comparisons skipped, and why
+
+    def unresolved(self) -> list[tuple[str, str, str]]:
+        """(label, law, reason) of every fitted law the data could not pin down."""
+        return [(label, law, fit.reason) for label, fits in self.fits.items() for law, fit in fits.items()
+                if not getattr(fit, "resolved", True)]
 
     def to_dict(self) -> dict:
-        return {"fits": {r: {k: f.to_dict() for k, f in fs.items()} for r, fs in self.fits.items()},
-                "comparison": self.comparison, "notes": self.notes}
+        fits = {label: {law: {**fit.to_dict(), "selection": SELECTION[law], "run_ids": self.run_ids[label][law]}
+                        for law, fit in fs.items()} for label, fs in self.fits.items()}
+        return {"fits": fits, "comparison": self.comparison,
+                "unresolved": [{"label": lb, "law": law, "reason": why} for lb, law, why in self.unresolved()],
+                "notes": self.notes}
+
+
+def fit_rows(rows: list[dict]) -> list[dict]:
+    """The rows that enter the fits: finished runs at their chosen learning rate, with a validation loss."""
+    return [r for r in rows if r["status"] == "finished" and r["best_lr"] and r["final_val_loss"] is not None]
 
 
 def n_column(with_embeddings: bool) -> str:
     return "n_params" if with_embeddings else "n_params_non_embedding"
 
 
-def analyse(rows: list[dict], *, bootstrap: int = 200, ci: float = 0.8, n_with_embeddings: bool = False,
-            seed: int = 0) -> Analysis:
-    """Fits per recipe and comparisons against fp16, from the rows that enter the fits (see results.fit_rows)."""
-    result = Analysis()
-    ncol = n_column(n_with_embeddings)
-    by_recipe: dict[str, list[dict]] = {}
+def labels_of(rows: list[dict], baseline: str) -> list[str]:
+    """Labels in a stable order: the baseline first, then the others as they first appear."""
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    return sorted(labels, key=lambda label: label != baseline)
+
+
+def law_text(fit, variable: str) -> str:
+    """A fitted power law with its real variable, e.g. 'L = 1.82 + 410 N^-0.35'."""
+    return f"L = {short_number(fit.E)} + {short_number(fit.A)} {variable}^{-fit.alpha:.2g}"
+
+
+def short_number(value: float) -> str:
+    """Three significant digits, and a compact exponent (4.1e5, not 4.1e+05) outside 0.01 .. 999."""
+    if not math.isfinite(value) or value == 0 or 1e-2 <= abs(value) < 999.5:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def compute_level(row: dict) -> float:
+    """The compute level a run belongs to: its IsoFLOP budget, else its FLOPs to 3 significant digits."""
+    return float(row["budget"]) if row["budget"] else float(f"{row['flops']:.2e}")
+
+
+def lowest_loss_per(rows: list[dict], key) -> list[dict]:
+    """Of the rows sharing key(row), the one with the lowest final validation loss; in first-seen order."""
+    best: dict = {}
     for r in rows:
-        by_recipe.setdefault(r["recipe"], []).append(r)
-    for recipe, rs in by_recipe.items():
-        loss = np.array([r["final_val_loss"] for r in rs], dtype=float)
-        x = {"compute": _col(rs, "flops"), "params": _col(rs, ncol), "energy": _col(rs, "energy_per_token_7nm_j"),
-             "tokens": _col(rs, "tokens")}
-        fits = {}
-        for axis in ("compute", "params", "energy"):
-            _try(result, fits, f"loss_vs_{axis}", recipe,
-                 lambda a=axis: fit_power_law(x[a], loss, bootstrap=bootstrap, seed=seed, ci=ci))
-        if _independent(np.log(x["params"]), np.log(x["tokens"])):
-            _try(result, fits, "chinchilla", recipe,
-                 lambda: fit_chinchilla(x["params"], x["tokens"], loss, bootstrap=bootstrap, seed=seed, ci=ci))
-        budgets = [r["budget"] for r in rs if r["budget"]]
-        if budgets:
-            _try(result, fits, "isoflop", recipe,
-                 lambda: fit_isoflop(x["params"], np.array([r["budget"] for r in rs], float), loss,
-                                     bootstrap=bootstrap, seed=seed, ci=ci))
-        result.fits[recipe] = fits
-    base = by_recipe.get(BASELINE)
-    if base is None:
-        result.notes.append("no fp16 runs: recipe comparisons need the fp16 baseline")
+        k = key(r)
+        if k not in best or r["final_val_loss"] < best[k]["final_val_loss"]:
+            best[k] = r
+    return list(best.values())
+
+
+def analyse(rows: list[dict], *, baseline: str = "fp16", bootstrap: int = 200, ci: float = 0.8,
+            n_with_embeddings: bool = False, seed: int = 0) -> Analysis:
+    """Fits per label of the fit rows among `rows`, and every other label against `baseline`."""
+    result = Analysis(baseline=baseline, ci=ci, n_with_embeddings=n_with_embeddings)
+    ncol = n_column(n_with_embeddings)
+    by_label = {label: [r for r in fit_rows(rows) if r["label"] == label] for label in labels_of(fit_rows(rows),
+                                                                                                  baseline)}
+    for i, (label, rs) in enumerate(by_label.items()):
+        result.fits[label], result.run_ids[label] = {}, {}
+        # a seed per label: ratios pair the i-th resample of two labels, which must be drawn independently (the
+        # same weights on the same sizes would make the pair's errors move together and the interval too narrow)
+        options = {"bootstrap": bootstrap, "seed": seed + i, "ci": ci}
+        for law, used, fit in _laws(rs, ncol, options):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    result.fits[label][law] = fit(used)
+                result.run_ids[label][law] = [r["run_id"] for r in used]
+            except ValueError as e:
+                result.notes.append(f"{label}: {law} not fitted ({SELECTION[law]}, {len(used)} points): {e}")
+    if baseline not in by_label:
+        result.notes.append(f"no finished runs labelled {baseline!r} (the baseline): comparisons skipped")
         return result
-    for recipe, rs in by_recipe.items():
-        if recipe != BASELINE:
-            result.comparison[recipe] = compare(rs, base, result.fits[recipe], result.fits[BASELINE], ncol)
+    for label in by_label:
+        if label != baseline:
+            result.comparison[label] = compare(by_label[label], by_label[baseline], result.fits[label],
+                                               result.fits[baseline], ncol, baseline)
     return result
+
+
+def _laws(rows: list[dict], ncol: str, options: dict):
+    """(law, the rows it is fitted on, fit(rows)) for every law the rows can support."""
+    def power(column):
+        return lambda rs: fit_power_law(_col(rs, column), _col(rs, "final_val_loss"), **options)
+
+    def loss(rs):
+        return _col(rs, "final_val_loss")
+
+    yield "loss_vs_compute", lowest_loss_per(rows, compute_level), power("flops")
+    yield "loss_vs_params", lowest_loss_per(rows, lambda r: r[ncol]), power(ncol)
+    yield "loss_vs_energy", lowest_loss_per(rows, lambda r: r[ENERGY]), power(ENERGY)
+    if _independent(np.log(_col(rows, ncol)), np.log(_col(rows, "tokens"))):
+        yield "chinchilla", rows, lambda rs: fit_chinchilla(_col(rs, ncol), _col(rs, "tokens"), loss(rs), **options)
+    budgeted = [r for r in rows if r["budget"]]
+    if budgeted:
+        yield "isoflop", budgeted, lambda rs: fit_isoflop(_col(rs, ncol), _col(rs, "budget"), loss(rs), **options)
 
 
 def _independent(u: np.ndarray, v: np.ndarray) -> bool:
     """True when log N and log D vary independently (not at fixed D, nor with D = k N up to rounding)."""
-    centered = np.stack([u - u.mean(), v - v.mean()], axis=1)
-    sv = np.linalg.svd(centered, compute_uv=False)
-    return len(u) >= 5 and sv[0] > 0 and sv[-1] / sv[0] > 0.05
+    if len(u) < 5 or not (np.all(np.isfinite(u)) and np.all(np.isfinite(v))):
+        return False
+    sv = np.linalg.svd(np.stack([u - u.mean(), v - v.mean()], axis=1), compute_uv=False)
+    return sv[0] > 0 and sv[-1] / sv[0] > 0.05
 
 
 def _col(rows: list[dict], key: str) -> np.ndarray:
-    return np.array([r[key] for r in rows], dtype=float)
+    return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
 
 
-def _try(result: Analysis, fits: dict, name: str, recipe: str, fit) -> None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fits[name] = fit()
-    except ValueError as e:
-        result.notes.append(f"{recipe}: {name} not fitted: {e}")
+# ---------------------------------------------------------------- one label against the baseline
 
 
-def compare(rows: list[dict], base_rows: list[dict], fits: dict, base_fits: dict, ncol: str) -> dict:
-    """One recipe against fp16: per-size gaps, and multipliers at matched loss from the fitted curves."""
-    out: dict = {"loss_gap": []}
-    base_by_size = {_size_key(r): r for r in base_rows}
-    for r in sorted(rows, key=lambda r: r[ncol]):
-        b = base_by_size.get(_size_key(r))
-        if b is not None:
-            out["loss_gap"].append({"d_model": r["d_model"], "n_layers": r["n_layers"], "N": r[ncol],
-                                    "tokens": r["tokens"], "loss": r["final_val_loss"],
-                                    "fp16_loss": b["final_val_loss"],
-                                    "gap": r["final_val_loss"] - b["final_val_loss"]})
-    losses = _matched_losses(rows, base_rows, fits, base_fits)
-    for axis, key in (("compute", "compute_multiplier"), ("energy", "energy_ratio")):
-        f, g = fits.get(f"loss_vs_{axis}"), base_fits.get(f"loss_vs_{axis}")
-        if f is not None and g is not None:
-            out[key] = [_ratio_at(f, g, L) for L in losses]
-    f, g = fits.get("loss_vs_params"), base_fits.get("loss_vs_params")
-    if f is not None and g is not None:
-        out["effective_param_ratio"] = []
-        for r in sorted(rows, key=lambda r: r[ncol]):
-            n = r[ncol]
-            n_fp16 = float(g.inverse(f.predict(n)))
-            out["effective_param_ratio"].append({"N": n, "loss": float(f.predict(n)), "fp16_N_same_loss": n_fp16,
-                                                 "ratio": n_fp16 / n if math.isfinite(n_fp16) else None})
+def compare(rows: list[dict], base_rows: list[dict], fits: dict, base_fits: dict, ncol: str,
+            baseline: str = "fp16") -> dict:
+    """One label against the baseline: per-size loss gaps, ratios at matched loss from the fitted curves, and the
+    reason for every ratio withheld."""
+    out: dict = {"loss_gap": loss_gaps(rows, base_rows, ncol), "withheld": {}}
+    for axis, key in (("compute", "compute_multiplier"), ("energy", "energy_ratio"), ("params",
+                                                                                    "effective_param_ratio")):
+        law = f"loss_vs_{axis}"
+        f, g = fits.get(law), base_fits.get(law)
+        reason = _missing_or_unresolved(f, law, "this label") or _missing_or_unresolved(g, law, baseline)
+        if reason:
+            out["withheld"][key] = reason
+        elif axis == "params":
+            out[key] = [_effective_params(f, g, n) for n in sorted({r[ncol] for r in rows})]
+        else:
+            out[key] = [_ratio_at(f, g, L) for L in _matched_losses(f, g)]
     return out
 
 
-def _size_key(r: dict) -> tuple:
-    return r["d_model"], r["n_layers"], r["d_ff"], r["tokens"], r["budget"]
+def loss_gaps(rows: list[dict], base_rows: list[dict], ncol: str) -> list[dict]:
+    """Loss minus the baseline's loss for every size both ran (same shape, tokens and budget; seeds averaged)."""
+    mine, base = _by_size(rows), _by_size(base_rows)
+    gaps = []
+    for key in sorted(mine.keys() & base.keys(), key=lambda k: (mine[k][0][ncol], k[3] or 0)):
+        loss, base_loss = _mean_loss(mine[key]), _mean_loss(base[key])
+        d_model, n_layers, d_ff, tokens, budget = key
+        gaps.append({"d_model": d_model, "n_layers": n_layers, "d_ff": d_ff, "N": mine[key][0][ncol],
+                     "tokens": tokens, "budget": budget, "loss": loss, "baseline_loss": base_loss,
+                     "gap": loss - base_loss, "runs": len(mine[key]), "baseline_runs": len(base[key])})
+    return gaps
 
 
-def _matched_losses(rows, base_rows, fits, base_fits) -> list[float]:
-    """Three target losses inside the range both recipes reached and above both fitted floors E."""
-    lo = max(min(r["final_val_loss"] for r in rows), min(r["final_val_loss"] for r in base_rows))
-    hi = min(max(r["final_val_loss"] for r in rows), max(r["final_val_loss"] for r in base_rows))
-    floors = [f.E for f in (fits.get("loss_vs_compute"), base_fits.get("loss_vs_compute")) if f is not None]
-    lo = max([lo] + [e * 1.001 for e in floors])
-    if hi <= lo:
-        return []
-    return [float(v) for v in np.linspace(lo, hi, 3)]
+def _by_size(rows: list[dict]) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["d_model"], r["n_layers"], r["d_ff"], r["tokens"], r["budget"]), []).append(r)
+    return out
+
+
+def _mean_loss(rows: list[dict]) -> float:
+    return float(np.mean([r["final_val_loss"] for r in rows]))
+
+
+def _missing_or_unresolved(fit, law: str, whose: str) -> str:
+    if fit is None:
+        return f"{whose} has no {law} fit"
+    if not fit.resolved:
+        return f"{law} of {whose} is unresolved: {fit.reason}"
+    return ""
+
+
+def _matched_losses(fit, base) -> list[float]:
+    """Three target losses inside the range both fits were fitted on and above both fitted floors E."""
+    lo = max(fit.loss_range[0], base.loss_range[0], fit.E * 1.001, base.E * 1.001)
+    hi = min(fit.loss_range[1], base.loss_range[1])
+    return [float(v) for v in np.linspace(lo, hi, 3)] if hi > lo else []
 
 
 def _ratio_at(fit, base, loss: float) -> dict:
-    """x_recipe(L) / x_fp16(L) with a bootstrap interval from paired draws when both fits have them."""
-    ratio = float(fit.inverse(loss) / base.inverse(loss))
-    row = {"loss": loss, "ratio": ratio if math.isfinite(ratio) else None}
+    """x_label(L) / x_base(L), with an interval from paired bootstrap draws when both fits have them."""
+    point = float(fit.inverse(loss) / base.inverse(loss))
+    draws = None
     if fit.samples and base.samples:
-        k = min(len(fit.samples["A"]), len(base.samples["A"]))
-        draws = np.array([_inverse(fit.samples, i, loss) / _inverse(base.samples, i, loss) for i in range(k)])
-        draws = draws[np.isfinite(draws)]
-        if len(draws) >= 10:
-            tail = (1 - fit.ci) / 2 * 100
-            row["interval"] = [float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))]
-    return row
+        draws = _inverse_draws(fit.samples, loss) / _inverse_draws(base.samples, loss)
+    return _checked({"loss": loss}, point, draws, fit.ci)
 
 
-def _inverse(samples: dict, i: int, loss: float) -> float:
-    a, alpha, e = samples["A"][i], samples["alpha"][i], samples["E"][i]
-    return (a / (loss - e)) ** (1 / alpha) if loss > e and alpha > 0 else math.nan
+def _effective_params(fit, base, n: float) -> dict:
+    """N_base(L_label(N)) / N: the share of a baseline model that a model of this label with N parameters is worth."""
+    loss = float(fit.predict(n))
+    point = float(base.inverse(loss)) / n
+    draws = None
+    if fit.samples and base.samples:
+        draws = _inverse_draws(base.samples, _predict_draws(fit.samples, n)) / n
+    return _checked({"N": n, "loss": loss}, point, draws, fit.ci)
+
+
+def _checked(row: dict, point: float, draws, ci: float) -> dict:
+    """The row with its ratio and interval, or with the reason it is withheld."""
+    if not math.isfinite(point):
+        return {**row, "ratio": None, "withheld": "a fitted curve never reaches this loss"}
+    row = {**row, "ratio": point}
+    if draws is None:
+        return row
+    draws = draws[~np.isnan(draws)]  # NaN: a resample without a falling curve; inf: one that never reaches L
+    if len(draws) < MIN_DRAWS:
+        return {**row, "ratio": None, "withheld": f"only {len(draws)} bootstrap draws give a ratio"}
+    lo, hi = np.quantile(draws, [(1 - ci) / 2, (1 + ci) / 2], method="inverted_cdf")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return {**row, "ratio": None, "withheld": "the bootstrap interval is unbounded: some resampled curves "
+                                                  "never reach this loss"}
+    if not lo <= point <= hi:
+        return {**row, "ratio": None, "withheld": UNSTABLE}
+    return {**row, "interval": [float(lo), float(hi)]}
+
+
+def _inverse_draws(samples: dict, loss) -> np.ndarray:
+    """x at which each bootstrap curve reaches `loss`: inf at or below its floor E, NaN where it does not fall."""
+    a, alpha, e = samples["A"], samples["alpha"], samples["E"]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = np.where(loss > e, (a / (loss - e)) ** (1 / alpha), np.inf)
+    return np.where(alpha > 0, x, np.nan)
+
+
+def _predict_draws(samples: dict, x: float) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return samples["E"] + samples["A"] * x ** -samples["alpha"]

@@ -119,6 +119,29 @@ def test_rising_data_leave_the_power_law_unresolved():
     assert not fit.resolved and "does not decrease over the data range" in fit.reason
 
 
+def test_too_few_points_or_a_cliff_leave_the_power_law_unresolved():
+    x = np.geomspace(1e6, 1e9, 4)
+    four = fit_power_law(x, POWER["E"] + POWER["A"] * x ** -POWER["alpha"], bootstrap=20)
+    assert not four.resolved and four.reason.startswith("4 points for 3 parameters: at least 5")
+    x = np.geomspace(1e6, 1e9, 6)
+    cliff = fit_power_law(x, [3.0, 2.0, 2.0, 2.0, 2.0, 2.0])  # one high point, then flat: only a step fits
+    assert not cliff.resolved and ("upper edge" in cliff.reason or "not finite" in cliff.reason)
+
+
+@pytest.mark.parametrize("interval, says", [
+    ((0.1, 0.5), ""),
+    ((-0.1, 0.5), "the 80 % interval of alpha holds 0"),
+    ((0.1, 2.5), "the 80 % interval of alpha reaches beyond 2"),
+    ((0.35, 0.5), "alpha = 0.3 lies outside its own 80 % interval"),
+    ((np.nan, np.nan), "the 80 % interval of alpha is not finite"),
+])
+def test_the_interval_of_alpha_decides_whether_a_law_is_resolved(interval, says):
+    from bitnet_jax.scaling.fit import _unresolved_reason
+
+    reason = _unresolved_reason({"A": 400.0, "alpha": 0.3, "E": 1.7}, interval, 0.8, 10)
+    assert reason.startswith(says) and bool(reason) == bool(says)
+
+
 def test_power_law_predict_and_inverse(power_fit):
     x = np.array([1e5, 3e7, 1e12])
     np.testing.assert_allclose(power_fit.inverse(power_fit.predict(x)), x, rtol=1e-9)
