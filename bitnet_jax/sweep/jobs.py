@@ -16,7 +16,10 @@ from bitnet_jax import config as config_lib
 from bitnet_jax.model import param_counts
 from bitnet_jax.sweep.spec import ExecutorSpec, PlannedRun
 
-START_S = 20.0  # a job's start: interpreter, imports, data, compilation (measured: 10-25 s on an H200 host)
+# A job's start-up: interpreter, imports, data from the token cache, compilation (the model's layers are unrolled,
+# so compilation grows with depth). H200, 2026-12-02 (experiments/sweep_throughput/probe.py): 9 s at 4 layers,
+# 22 s at 7, 25 s at 10.
+START_S, START_PER_LAYER_S = 3.0, 2.3
 MEMORY_USE = 0.7  # of the device memory a job may plan for, shared among the jobs on one device
 
 
@@ -33,9 +36,20 @@ class Job:
     def steps(self) -> int:
         return self.runs[0].config.train.steps
 
-    def seconds(self, flops_per_sec: float) -> float:
-        """The estimated wall time: start-up, then every run's FLOPs at the executor's rate."""
-        return START_S + sum(r.flops for r in self.runs) / flops_per_sec
+    def start_seconds(self) -> float:
+        return START_S + START_PER_LAYER_S * self.runs[0].config.model.n_layers
+
+    def train_seconds(self, executor: ExecutorSpec) -> float:
+        """Device time: every step costs a fixed overhead (kernel launches, which dominate small models) plus the
+        group's FLOPs at the executor's rate."""
+        group_flops_per_step = sum(r.flops for r in self.runs) / self.steps
+        return self.steps * (executor.est_step_overhead_s + group_flops_per_step / executor.est_flops_per_sec)
+
+
+def estimate_seconds(jobs: list[Job], executor: ExecutorSpec, n_slots: int, n_devices: int) -> float:
+    """The sweep's wall time: start-ups overlap across all slots, device time is shared by the jobs of a device."""
+    start = sum(j.start_seconds() for j in jobs) / max(1, min(n_slots, len(jobs)))
+    return start + sum(j.train_seconds(executor) for j in jobs) / max(1, n_devices)
 
 
 def run_bytes(run: PlannedRun) -> float:

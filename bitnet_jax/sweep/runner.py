@@ -62,7 +62,7 @@ def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bo
     slots = _slots(gpus, per_device, spec.executor.parallel)
     if dry_run:
         print(spec_lib.describe(runs, spec))
-        print(describe_jobs(jobs, spec, len(slots)))
+        print(describe_jobs(jobs, spec, len(slots), max(1, len(gpus))))
         return SweepResult(out, runs, {r.run_id: run_status(out / r.run_id) for r in runs})
     if spec.eval.active:
         _check_eval_inputs(spec.eval)
@@ -132,14 +132,16 @@ def _slots(gpus: list[str], per_device: int, parallel: int | None) -> list[str |
     return slots[:parallel] if parallel else slots
 
 
-def describe_jobs(jobs: list[Job], spec: SweepSpec, n_slots: int) -> str:
-    rate = spec.executor.est_flops_per_sec
-    lines = [f"{len(jobs)} jobs (executor.group={str(spec.executor.group).lower()}), {n_slots} at a time:"]
+def describe_jobs(jobs: list[Job], spec: SweepSpec, n_slots: int, n_devices: int) -> str:
+    ex = spec.executor
+    lines = [f"{len(jobs)} jobs (executor.group={str(ex.group).lower()}), {n_slots} at a time:"]
     for j in jobs:
-        lines.append(f"  {j.name:<56}{len(j.runs):>3} run(s) {j.steps:>7} steps  ~{spec_lib.duration(j.seconds(rate))}")
-    total = sum(j.seconds(rate) for j in jobs) / max(1, min(n_slots, len(jobs)))
-    lines.append(f"estimated wall time: {spec_lib.duration(total)} at {rate:.2g} FLOP/s per job "
-                 f"(executor.est_flops_per_sec) plus {jobs_lib.START_S:.0f} s start-up per job")
+        seconds = j.start_seconds() + j.train_seconds(ex)
+        lines.append(f"  {j.name:<60}{len(j.runs):>3} run(s) {j.steps:>7} steps  ~{spec_lib.duration(seconds)}")
+    total = jobs_lib.estimate_seconds(jobs, ex, n_slots, n_devices)
+    lines.append(f"estimated wall time: {spec_lib.duration(total)} (per step {ex.est_step_overhead_s * 1e3:.2g} ms + "
+                 f"FLOPs at {ex.est_flops_per_sec:.2g} FLOP/s: executor.est_step_overhead_s / est_flops_per_sec; "
+                 f"start-up {jobs_lib.START_S:.0f} s + {jobs_lib.START_PER_LAYER_S} s per layer per job)")
     return "\n".join(lines)
 
 

@@ -50,14 +50,18 @@ class ExecutorSpec:
     max_group: int | None = None  # most runs per job; None: as many as fit the device memory estimate
     runs_per_gpu: int | None = None  # jobs sharing one GPU; None: chosen from the model sizes
     stall_timeout_s: float = 3600.0  # a job that writes nothing for this long is killed and its runs marked failed
-    est_flops_per_sec: float = 2.5e10  # for the dry run's time estimate (2-core CPU ~2.5e10; an H100 ~1e14)
+    # the dry run's time estimate: per step, a fixed overhead plus the job's FLOPs at this rate (2-core CPU: 2.5e10
+    # and 0; an H200 running 0.8M-12M models: 1.8e14 and 1.3 ms, see experiments/sweep_throughput)
+    est_flops_per_sec: float = 2.5e10
+    est_step_overhead_s: float = 0.0
 
     def __post_init__(self):
         for name in ("parallel", "max_group", "runs_per_gpu"):
             if (getattr(self, name) or 1) < 1:
                 raise ConfigError(f"executor.{name}={getattr(self, name)}: must be a positive integer (or null)")
-        if self.stall_timeout_s <= 0 or self.est_flops_per_sec <= 0:
-            raise ConfigError("executor.stall_timeout_s and executor.est_flops_per_sec must be positive")
+        if self.stall_timeout_s <= 0 or self.est_flops_per_sec <= 0 or self.est_step_overhead_s < 0:
+            raise ConfigError("executor.stall_timeout_s and executor.est_flops_per_sec must be positive, "
+                              "executor.est_step_overhead_s >= 0")
 
 
 @dataclass(frozen=True)
@@ -332,7 +336,7 @@ def _run_id(label: str, model: ModelConfig, varied: list[str], budget: float | N
     parts += [f"{n}={_format(getattr(model, n))}" for n in varied]
     parts.append((f"C{budget:.2g}" if budget else f"D{tokens:.3g}").replace("+", ""))
     if lr is not None:
-        parts.append(f"lr{lr:g}")
+        parts.append(f"lr{lr:g}".replace("+", ""))
     parts.append(f"s{seed}")
     return "_".join(parts)
 

@@ -26,11 +26,12 @@ def compute_dtype(name: str):
     return jnp.dtype(name)
 
 
-def attention_impl(name: str, dtype) -> str | None:
-    """auto: cuDNN's fused attention on GPU in 16-bit (2x the XLA step rate at 125M on an H100), else XLA's."""
+def attention_impl(name: str, dtype, deterministic: bool = False) -> str | None:
+    """auto: cuDNN's fused attention on GPU in 16-bit (2x the XLA step rate at 125M on an H100), else XLA's; XLA's
+    under train.deterministic (cuDNN's fused backward failed to compile with XLA's deterministic ops on an H200)."""
     if name == "auto":
         half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-        return "cudnn" if jax.default_backend() == "gpu" and half else "xla"
+        return "cudnn" if jax.default_backend() == "gpu" and half and not deterministic else "xla"
     return name
 
 
@@ -41,7 +42,7 @@ def build_model(cfg: RunConfig, *, inference: bool = False, abstract: bool = Fal
 
     def make():
         return Transformer(cfg.model, recipe, rngs=nnx.Rngs(cfg.train.seed), dtype=dtype,
-                           attention_impl=attention_impl(cfg.train.attention, dtype))
+                           attention_impl=attention_impl(cfg.train.attention, dtype, cfg.train.deterministic))
 
     return nnx.eval_shape(make) if abstract else make()
 

@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import random
 import signal
@@ -13,27 +14,37 @@ import yaml
 from bitnet_jax import sweep
 from bitnet_jax.cli import main
 from bitnet_jax.errors import ConfigError, UserError
-from bitnet_jax.sweep.results import collect
-from bitnet_jax.files import DirectoryLock, read_json, read_metrics
+from bitnet_jax.files import DirectoryLock, read_json, read_metrics, write_json
+from bitnet_jax.sweep import jobs as jobs_lib
+from bitnet_jax.sweep.results import collect, mark_best_lr
 
+SIZES = [{"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32}, {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64}]
 TINY_SPEC = {
     "name": "tiny",
     "recipes": ["fp16", "bitnet_b158"],
-    "family": {"sizes": [{"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32},
-                         {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64}],
-               "base": {"seq_len": 16}},
+    "family": {"sizes": SIZES, "base": {"seq_len": 16}},
     "budget": {"tokens": 640},
     "data": {"max_bytes": 40000},
     "train": {"batch_size": 4, "warmup_steps": 2, "eval_every": 5, "eval_batches": 2, "log_every": 1,
               "ckpt_every": 3},
     "fit": {"bootstrap": 20},
 }
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
 
 
 def write_spec(path: Path, **changes) -> Path:
     spec = {**TINY_SPEC, **changes}
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+def sweep_cmd(spec, out) -> list[str]:
+    return [sys.executable, "-m", "bitnet_jax.cli", "sweep", str(spec), "--out", str(out)]
+
+
+def results(out: Path) -> list[dict]:
+    with open(out / "report" / "results.csv") as f:
+        return list(csv.DictReader(f))
 
 
 def test_expand_plans_every_run(tmp_path):
@@ -44,6 +55,7 @@ def test_expand_plans_every_run(tmp_path):
     r = runs[0]
     assert r.tokens == 640 and r.config.train.steps == 640 // (4 * 16) and r.config.tracking.group == "tiny"
     assert r.flops == pytest.approx(r.tokens * __import__("bitnet_jax").model.flops_per_token(r.config.model))
+    assert {x.label for x in runs} == {"fp16", "bitnet_b158"}
 
 
 def test_budget_modes(tmp_path):
@@ -60,6 +72,29 @@ def test_budget_modes(tmp_path):
     assert len(ns) == 3 and 1e4 < ns[0] < 4e4 and 1e5 < ns[-1] < 4e5
 
 
+VARIANTS = ["fp16", {"name": "bitnet_b158"}, {"name": "bitnet_b158", "ste": "clipped"},
+            {"name": "bitnet_b158", "weight_quant": "ternary_absmedian", "label": "b158_median"}]
+
+
+def test_recipe_variants_are_labelled_curves_with_unique_readable_ids(tmp_path):
+    sizes = [{**SIZES[0], "n_heads": 2}, {**SIZES[0], "n_heads": 4}]  # the spec varies a model field
+    spec = sweep.load(write_spec(tmp_path / "s.yaml", recipes=VARIANTS, family={"sizes": sizes, "base": {"seq_len": 16}},
+                                 lr={"bitnet_b158": [1e-3, 2e-3], "b158_median": 3e-3}))
+    runs = sweep.expand(spec)
+    labels = [r.label for r in runs]
+    assert list(dict.fromkeys(labels)) == ["fp16", "bitnet_b158", "bitnet_b158+ste=clipped", "b158_median"]
+    assert len({r.run_id for r in runs}) == len(runs) == 2 * (1 + 2 + 2 + 1)
+    assert "bitnet_b158+ste=clipped_d16L1f32_n_heads=4_D640_lr0.002_s0" in {r.run_id for r in runs}
+    clipped = [r for r in runs if r.label == "bitnet_b158+ste=clipped"]
+    assert {r.config.recipe.ste for r in clipped} == {"clipped"} and {r.config.train.lr for r in clipped} == {1e-3, 2e-3}
+    median = [r for r in runs if r.label == "b158_median"]
+    assert {(r.config.recipe.weight_quant, r.config.train.lr) for r in median} == {("ternary_absmedian", 3e-3)}
+    # ids the readable parts cannot tell apart (budgets equal to 2 significant digits) get a hash of the plan
+    iso = sweep.expand(sweep.load(write_spec(tmp_path / "i.yaml", budget={"compute": [1.01e9, 1.04e9]})))
+    ids = [r.run_id for r in iso]
+    assert len(set(ids)) == len(ids) and all(len(i.rsplit("_", 1)[1]) == 6 for i in ids)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"familly": {}}, "familly: unknown key"),
     ({"budget": {}}, "exactly one of tokens"),
@@ -70,6 +105,11 @@ def test_budget_modes(tmp_path):
     ({"family": {"sizes": [{"d_model": 30, "n_heads": 4}]}}, "not divisible"),
     ({"lr": {"fp16": 1e-3}, "lr_grid": [1e-3]}, "give one"),
     ({"name": "a b"}, "name"),
+    ({"lr": {"bitnet": 1e-3}}, "lr.bitnet: not a label or recipe name of this sweep"),
+    ({"recipes": ["fp16", {"name": "fp16"}]}, "share the label fp16"),
+    ({"baseline": "fp32"}, "baseline: 'fp32' is not a label"),
+    ({"recipes": ["fp16", {"name": "bitnet_b158", "stee": "clipped"}]}, "unknown recipe field(s) stee"),
+    ({"family": {"sizes": [SIZES[0], SIZES[0]], "base": {"seq_len": 16}}}, "would train the same config"),
 ])
 def test_bad_specs_are_one_line(tmp_path, changes, message):
     with pytest.raises(ConfigError) as e:
@@ -84,11 +124,43 @@ def test_malformed_spec(tmp_path, capsys):
     assert "malformed YAML" in capsys.readouterr().err
 
 
-def test_dry_run_trains_nothing(tmp_path, capsys):
-    spec = write_spec(tmp_path / "s.yaml")
+def test_dry_run_shows_runs_jobs_and_time_and_trains_nothing(tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.yaml", lr_grid=[1e-3, 2e-3, 4e-3])
     assert main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "fp16_d16L1f32" in text and "4 runs" in text and "est." in text
+    assert "fp16_d16L1f32" in text and "12 runs" in text and "4 jobs (executor.group=true)" in text
+    assert "3 run(s)" in text and "estimated wall time" in text
+    assert not (tmp_path / "out").exists()
+    ungrouped = write_spec(tmp_path / "u.yaml", lr_grid=[1e-3, 2e-3, 4e-3], executor={"group": False})
+    assert main(["sweep", str(ungrouped), "--dry-run"]) == 0
+    assert "12 jobs (executor.group=false)" in capsys.readouterr().out
+
+
+def test_jobs_group_runs_of_one_shape_bounded_by_memory(tmp_path):
+    runs = sweep.expand(sweep.load(write_spec(tmp_path / "s.yaml", lr_grid=[1e-3, 2e-3, 4e-3], seeds=[0, 1])))
+    spec = sweep.load(tmp_path / "s.yaml")
+    jobs = jobs_lib.plan_jobs(runs, spec.executor, device_bytes=1e12, jobs_per_device=1)
+    assert [len(j.runs) for j in jobs] == [6, 6, 6, 6]  # per size and recipe: 3 learning rates x 2 seeds
+    for j in jobs:
+        assert len({(r.config.model, r.config.recipe) for r in j.runs}) == 1
+    budget = 2.5 * jobs_lib.run_bytes(runs[-1])  # room for 2.5 runs of the largest shape
+    small = jobs_lib.plan_jobs(runs, spec.executor, device_bytes=budget / jobs_lib.MEMORY_USE, jobs_per_device=1)
+    assert sum(len(j.runs) for j in small) == len(runs)
+    assert all(len(j.runs) * jobs_lib.run_bytes(j.runs[0]) <= budget for j in small)
+    assert [len(j.runs) for j in small if j.runs[0].config.model == runs[-1].config.model] == [2] * 6  # 2 recipes x 6 runs
+
+
+def test_a_broken_spec_fails_fast_with_no_run_directories(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "__init__.py").write_text("")  # an empty file is an empty document, not an error
+    (corpus / "a.py").write_text("def f(x):\n    return x + 1\n" * 2000)
+    spec = write_spec(tmp_path / "s.yaml", data={"source": "files", "paths": [str(corpus / "*.py")]},
+                      family={"sizes": [SIZES[0], {**SIZES[1], "seq_len": 40000}], "base": {"seq_len": 16}})
+    t0 = time.time()
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "too short for seq_len+1 = 40001" in err and "\n" not in err and time.time() - t0 < 30
     assert not (tmp_path / "out").exists()
 
 
@@ -100,42 +172,143 @@ def test_lock_stops_a_second_runner(tmp_path):
 
 
 def test_failed_and_diverged_runs_do_not_stop_the_sweep(tmp_path, capsys):
-    spec = write_spec(tmp_path / "s.yaml", lr={"fp16": 1e30},  # fp16 diverges
-                      family={"sizes": [{"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32},
-                                        {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 48, "seq_len": 4096}],
-                              "base": {"seq_len": 16}})  # the second size cannot fit its window in the data
+    spec = write_spec(tmp_path / "s.yaml", lr={"fp16": 1e30}, family={"sizes": SIZES[:1], "base": {"seq_len": 16}})
     result = sweep.run(spec, tmp_path / "out")
     st = result.statuses
     assert st["fp16_d16L1f32_D640_lr1e30_s0"] == "diverged"
     assert st["bitnet_b158_d16L1f32_D640_s0"] == "finished"
-    assert [s for k, s in st.items() if "f48" in k] == ["failed", "failed"]
-    failed_dir = next((tmp_path / "out").glob("bitnet_b158_d16L1f48_*"))
-    assert "exit code 2" in read_json(failed_dir / "summary.json")["error"]
-    assert "too short" in (failed_dir / "train.log").read_text()
     assert "did not finish" in capsys.readouterr().err
     rows = collect(tmp_path / "out")
-    assert [r["best_lr"] for r in rows if r["status"] != "finished"] == [False] * 3
+    assert [(r["label"], r["best_lr"]) for r in rows] == [("fp16", False), ("bitnet_b158", True)]
     assert (tmp_path / "out" / "report" / "report.md").exists()
 
 
-def results(out: Path) -> list[dict]:
-    with open(out / "report" / "results.csv") as f:
-        return list(csv.DictReader(f))
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    """The README's four-variant ablation at toy scale: fp16 and three b1.58 variants, three sizes, a 2-point LR grid
+    for the clipped variant (tuned on the tuning split)."""
+    tmp = tmp_path_factory.mktemp("ablation")
+    sizes = [{"d_model": d, "n_layers": 1, "n_heads": 2, "d_ff": 2 * d} for d in (16, 24, 32)]
+    spec = write_spec(tmp / "s.yaml", recipes=VARIANTS, family={"sizes": sizes, "base": {"seq_len": 16}},
+                      lr={"bitnet_b158+ste=clipped": [2e-3, 6e-3]}, executor={"parallel": 2},
+                      train={**TINY_SPEC["train"], "log_every": 2})
+    proc = subprocess.run(sweep_cmd(spec, tmp / "out"), env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "out"
+
+
+def test_a_four_variant_ablation_gives_four_curves(ablation):
+    rows = results(ablation)
+    assert len(rows) == 3 * 5 and {r["status"] for r in rows} == {"finished"}
+    labels = ["fp16", "bitnet_b158", "bitnet_b158+ste=clipped", "b158_median"]
+    assert list(dict.fromkeys(r["label"] for r in rows)) == labels
+    fits = json.loads((ablation / "report" / "fits.json").read_text())
+    assert set(fits["fits"]) == set(labels) and all("loss_vs_compute" in fits["fits"][x] for x in labels)
+    assert set(fits["comparison"]) == set(labels[1:])
+    report = (ablation / "report" / "report.md").read_text()
+    assert all(x in report for x in labels)
+    grid = [r for r in rows if r["label"] == "bitnet_b158+ste=clipped"]
+    for d in ("16", "24", "32"):  # per size, one of the two learning rates is chosen, on the tuning split
+        pair = [r for r in grid if r["d_model"] == d]
+        assert sorted(r["best_lr"] for r in pair) == ["False", "True"]
+        best = min(pair, key=lambda r: float(r["final_tune_loss"]))
+        assert best["best_lr"] == "True"
+    assert len(list((ablation / "logs").iterdir())) == 3 * 4  # the LR pair of a size trained as one job
+    pair_summary = read_json(ablation / grid[0]["run_id"] / "summary.json")
+    assert pair_summary["group_size"] == 2
+
+
+def test_results_fit_and_report_commands_rebuild_from_run_files(ablation, capsys, tmp_path):
+    for f in (ablation / "report").iterdir():
+        f.unlink()
+    assert main(["results", str(ablation)]) == 0
+    out = capsys.readouterr().out
+    assert "fp16_d16L1f32_D640_s0" in out and "N_total" in out and "tune" in out
+    assert main(["fit", str(ablation)]) == 0
+    assert {p.name for p in (ablation / "report").iterdir()} == {"results.csv", "fits.json"}
+    assert main(["report", str(ablation)]) == 0
+    assert (ablation / "report" / "report.md").exists() and (ablation / "report" / "training_curves.png").exists()
+    assert main(["results", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_a_changed_spec_is_refused_unless_restarted(ablation, tmp_path, capsys):
+    spec = yaml.safe_load((ablation / "sweep.yaml").read_text())
+    spec["train"]["batch_size"] = 8  # every run would train on other batches
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(spec))
+    before = {p: p.read_bytes() for p in ablation.glob("*/summary.json")}
+    assert main(["sweep", str(changed), "--out", str(ablation)]) == 2
+    err = capsys.readouterr().err
+    assert "plans 15 run(s) differently" in err and "(train.batch_size)" in err and "--restart-changed" in err
+    assert {p: p.read_bytes() for p in ablation.glob("*/summary.json")} == before  # nothing touched
+    assert read_json(ablation / "fp16_d16L1f32_D640_s0" / "summary.json")["status"] == "finished"
+
+
+def test_restart_changed_trains_the_changed_runs_afresh(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", recipes=["fp16"], family={"sizes": SIZES[:1], "base": {"seq_len": 16}})
+    out = tmp_path / "out"
+    sweep.run(spec, out)
+    [run_id] = [p.name for p in out.iterdir() if p.name.startswith("fp16_")]
+    first = read_json(out / run_id / "summary.json")
+    write_spec(tmp_path / "s.yaml", recipes=["fp16"], family={"sizes": SIZES[:1], "base": {"seq_len": 16}},
+               data={"max_bytes": 40000, "seed": 3})
+    with pytest.raises(ConfigError, match="data.seed"):
+        sweep.run(spec, out)
+    sweep.run(spec, out, restart_changed=True)
+    again = read_json(out / run_id / "summary.json")
+    assert again["status"] == "finished" and again["final_train_loss"] != first["final_train_loss"]
+    assert yaml.safe_load((out / run_id / "config.yaml").read_text())["data"]["seed"] == 3
+
+
+def test_sigint_stops_the_sweep_within_seconds_and_the_same_command_resumes(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", recipes=["fp16"], budget={"tokens": 200000},
+                      train={**TINY_SPEC["train"], "eval_every": 5000, "ckpt_every": 5000, "log_every": 10})
+    out = tmp_path / "out"
+    proc = subprocess.Popen(sweep_cmd(spec, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, second = out / "fp16_d16L1f32_D2e05_s0", out / "fp16_d32L1f64_D2e05_s0"
+    deadline = time.time() + 120
+    while not read_metrics(first / "metrics.jsonl"):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    out_text, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.time() - t0 < 30, err[-2000:]
+    assert "run the same sweep command again to resume" in err and "1 queued run(s) not started" in out_text
+    s = read_json(first / "summary.json")
+    ckpts = [int(p.name) for p in (first / "ckpt").iterdir() if p.name.isdigit()]
+    assert s["status"] == "interrupted" and ckpts == [s["step"]] and 0 < s["step"] < s["steps"]
+    assert not (second / "summary.json").exists()  # the queued run never started
+    resumed = subprocess.run(sweep_cmd(spec, out), env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["status"] for r in results(out)] == ["finished", "finished"]
+    logged = [m["step"] for m in read_metrics(first / "metrics.jsonl") if "loss" in m]
+    assert logged == sorted(set(logged)) and logged[-1] == s["steps"]  # nothing trained twice
+
+
+def test_a_stalled_job_is_killed_and_marked_failed(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", recipes=["fp16"], family={"sizes": SIZES[:1], "base": {"seq_len": 16}},
+                      executor={"stall_timeout_s": 0.5})  # a child writes nothing while it imports and compiles
+    result = sweep.run(spec, tmp_path / "out")
+    [(run_id, status)] = result.statuses.items()
+    assert status == "failed"
+    assert "no progress for" in read_json(tmp_path / "out" / run_id / "summary.json")["error"]
 
 
 def test_sigkilled_sweep_restarts_to_identical_results(tmp_path):
     spec = write_spec(tmp_path / "s.yaml", budget={"tokens": 1280})
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "bitnet_jax.cli", "sweep", str(spec), "--out"]
-    assert subprocess.run(cmd + [str(tmp_path / "whole")], env=env, capture_output=True).returncode == 0
+    assert subprocess.run(sweep_cmd(spec, tmp_path / "whole"), env=ENV, capture_output=True).returncode == 0
     delay = random.Random().uniform(4.0, 25.0)  # anywhere in the sweep: between runs, mid-run, mid-checkpoint
-    killed = subprocess.Popen(cmd + [str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
+    killed = subprocess.Popen(sweep_cmd(spec, tmp_path / "killed"), env=ENV, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     time.sleep(delay)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     time.sleep(0.5)  # children die with the runner
-    restarted = subprocess.run(cmd + [str(tmp_path / "killed")], env=env, capture_output=True, text=True)
+    statuses = {r["run_id"]: r["status"] for r in collect(tmp_path / "killed")}
+    assert "running" not in statuses.values(), (delay, statuses)  # a SIGKILLed run shows as stopped
+    restarted = subprocess.run(sweep_cmd(spec, tmp_path / "killed"), env=ENV, capture_output=True, text=True)
     assert restarted.returncode == 0, (delay, restarted.stderr[-2000:])
     a, b = results(tmp_path / "whole"), results(tmp_path / "killed")
     assert [r["status"] for r in b] == ["finished"] * 4, delay
@@ -147,63 +320,82 @@ def test_sigkilled_sweep_restarts_to_identical_results(tmp_path):
         assert steps == list(range(1, run.config.train.steps + 1)), (delay, run.run_id)
 
 
-def test_results_fit_and_report_commands_rebuild_from_run_files(tmp_path, capsys):
-    out = tmp_path / "out"
-    sweep.run(write_spec(tmp_path / "s.yaml", recipes=["fp16"]), out)
-    capsys.readouterr()
-    for f in (out / "report").iterdir():
-        f.unlink()
-    assert main(["results", str(out)]) == 0
-    assert "fp16_d16L1f32_D640_s0" in capsys.readouterr().out
-    assert main(["fit", str(out)]) == 0
-    assert {p.name for p in (out / "report").iterdir()} == {"results.csv", "fits.json"}
-    assert main(["report", str(out)]) == 0
-    assert (out / "report" / "report.md").exists() and (out / "report" / "training_curves.png").exists()
-    assert main(["results", str(tmp_path)]) == 2
-    assert "not a sweep directory" in capsys.readouterr().err
+def test_a_killed_run_shows_as_stopped(tmp_path):
+    from bitnet_jax.sweep.results import run_status
+
+    write_json(tmp_path / "summary.json", {"status": "running"})
+    assert run_status(tmp_path) == "stopped"  # nobody holds its lock
+    with DirectoryLock(tmp_path / ".lock", what="a training run"):
+        assert run_status(tmp_path) == "running"
 
 
-def test_runs_go_in_parallel_one_per_gpu(tmp_path, monkeypatch):
-    import threading
+def test_best_lr_is_picked_on_the_tuning_split():
+    base = {"label": "x", "status": "finished", "lr_rivals": "k"}
+    rows = [{**base, "run_id": "a", "final_tune_loss": 2.0, "final_val_loss": 1.0},
+            {**base, "run_id": "b", "final_tune_loss": 1.5, "final_val_loss": 1.2}]
+    assert mark_best_lr(rows) == "tune" and [r["best_lr"] for r in rows] == [False, True]
+    for r in rows:
+        r["final_tune_loss"] = None  # no tuning split: chosen on the reported split, and said so
+    assert mark_best_lr(rows) == "val" and [r["best_lr"] for r in rows] == [True, False]
 
+
+class FakeJob:
+    """Stands in for a training child: records which GPU it got, writes the statuses it is told to, exits."""
+
+    def __init__(self, cmd, env, statuses, code, log):
+        self.dirs = [Path(p) for p in cmd[4:]]
+        self.gpu, self.code, self.started = env.get("CUDA_VISIBLE_DEVICES"), code, time.time()
+        log.append(self)
+        for d in self.dirs:
+            if statuses.get(d.name):
+                write_json(d / "summary.json", {"status": statuses[d.name]})
+
+    def poll(self):
+        return self.code if time.time() - self.started > 0.3 else None
+
+    def wait(self):
+        return self.code
+
+
+def fake_popen(monkeypatch, statuses=None, code=0):
+    from bitnet_jax.sweep import runner
+
+    log = []
+    monkeypatch.setattr(runner.subprocess, "Popen",
+                        lambda cmd, env, **kw: FakeJob(cmd, env, statuses or {}, code, log))
+    monkeypatch.setattr(runner, "POLL_S", 0.05)
+    return log
+
+
+def test_jobs_go_in_parallel_with_their_share_of_each_gpu(tmp_path, monkeypatch):
     from bitnet_jax.sweep import runner
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert runner._gpu_ids() == ["3", "5"]
-    active, seen, lock = set(), [], threading.Lock()
-
-    def fake_run(r, run_dir, gpu):  # stands in for the training subprocess
-        with lock:
-            assert gpu not in active  # never two runs on one GPU
-            active.add(gpu)
-            seen.append((gpu, len(active)))
-        time.sleep(0.2)
-        with lock:
-            active.discard(gpu)
-        return "finished"
-
-    monkeypatch.setattr(runner, "_run_one", fake_run)
-    runs = sweep.expand(sweep.load(write_spec(tmp_path / "s.yaml")))
-    statuses = runner._execute(runs, tmp_path / "out", parallel=None)
-    assert set(statuses.values()) == {"finished"} and len(seen) == 4
-    assert {g for g, _ in seen} == {"3", "5"} and max(n for _, n in seen) == 2  # both GPUs busy at once
+    assert jobs_lib.gpu_ids() == ["3", "5"]
+    spec = sweep.load(write_spec(tmp_path / "s.yaml", executor={"runs_per_gpu": 2, "group": False}))
+    runs = sweep.expand(spec)
+    log = fake_popen(monkeypatch, {r.run_id: "finished" for r in runs})
+    for r in runs:
+        (tmp_path / "out" / r.run_id).mkdir(parents=True)
+    slots = runner._slots(["3", "5"], 2, None)
+    statuses = runner._Scheduler([jobs_lib.Job((r,)) for r in runs], runs, tmp_path / "out", slots, 2,
+                                 spec).execute()
+    assert set(statuses.values()) == {"finished"} and len(log) == 4
+    assert sorted(j.gpu for j in log) == ["3", "3", "5", "5"]  # two jobs per GPU, all four at once
+    assert max(j.started for j in log) - min(j.started for j in log) < 0.25
 
 
 def test_an_interrupted_run_keeps_its_status_and_a_crash_is_failed(tmp_path, monkeypatch):
-    """A run stopped by Ctrl-C records `interrupted` itself (resumed next time); a crash that recorded nothing
+    """A run stopped by a signal records `interrupted` itself (resumed next time); a crash that recorded nothing
     is marked failed by the runner with the exit code."""
     from bitnet_jax.sweep import runner
-    from bitnet_jax.files import write_json
 
-    def fake_call(status):
-        def call(cmd, **kw):
-            if status:
-                write_json(tmp_path / "summary.json", {"status": status})
-            return -2
-        return call
-
-    monkeypatch.setattr(runner.subprocess, "call", fake_call("interrupted"))
-    assert runner._run_one(None, tmp_path, None) == "interrupted"
-    monkeypatch.setattr(runner.subprocess, "call", fake_call("running"))
-    assert runner._run_one(None, tmp_path, None) == "failed"
-    assert "exit code -2" in read_json(tmp_path / "summary.json")["error"]
+    spec = sweep.load(write_spec(tmp_path / "s.yaml", executor={"group": False}))
+    runs = sweep.expand(spec)[:2]
+    for r in runs:
+        (tmp_path / "out" / r.run_id).mkdir(parents=True)
+    fake_popen(monkeypatch, {runs[0].run_id: "interrupted", runs[1].run_id: "running"}, code=-2)
+    statuses = runner._Scheduler([jobs_lib.Job((r,)) for r in runs], runs, tmp_path / "out", [None], 1,
+                                 spec).execute()
+    assert statuses == {runs[0].run_id: "interrupted", runs[1].run_id: "failed"}
+    assert "exit code -2" in read_json(tmp_path / "out" / runs[1].run_id / "summary.json")["error"]
