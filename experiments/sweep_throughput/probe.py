@@ -1,10 +1,11 @@
 """GPU probe for packed small-model training: a child's start-up time, the training loop's tokens/s by steps per
 call (K) and group size (G), and run-to-run determinism with and without train.deterministic.
 
-    PYTHONUNBUFFERED=1 python experiments/sweep_throughput/probe.py [SECONDS]
+    PYTHONUNBUFFERED=1 python experiments/sweep_throughput/probe.py [SECONDS] [PART ...]
 
-Every measurement is one JSON line in $OUT/probe.jsonl (default /tmp/probe), printed as it lands; the script stops
-starting new measurements once SECONDS (default 520) have passed. Shapes are sweeps/gpu_small.yaml's smallest,
+PART: startup, determinism, loop (default all three). Every measurement is one JSON line in $OUT/probe.jsonl
+(default /tmp/probe), printed as it lands; the script stops starting new measurements once SECONDS (default 520)
+have passed. Shapes are sweeps/gpu_small.yaml's smallest,
 middle and largest (0.8M, 4.3M, 12.4M non-embedding parameters), batch 64 x 256 byte tokens.
 """
 
@@ -63,29 +64,30 @@ def throughput(name: str, recipe: str, k: int, group: int, steps: int) -> None:
 
 
 def determinism() -> None:
-    """Four full 0.8M b1.58 runs (20 tokens per parameter, 1,000 steps of 64 x 256): twice as XLA compiles them by
-    default, twice with train.deterministic=true; final losses and tokens/s of each."""
+    """Full 0.8M b1.58 runs (20 tokens per parameter, 1,000 steps of 64 x 256) as XLA compiles them by default and
+    with train.deterministic=true (twice each: identical losses or not), then the cost of XLA's attention alone and
+    whether cuDNN's fused attention compiles under deterministic ops."""
     base = [sys.executable, "-m", "bitnet_jax.cli", "train", *shape_args("0.8M"), "recipe=bitnet_b158",
             "train.steps=1000", "train.eval_every=500", "train.ckpt_every=1000", "train.log_every=100",
             "train.warmup_steps=200", "data.source=files", f"data.paths=[{SITE}]", "data.max_bytes=120000000",
-            "data.val_fraction=0.002", "data.text_errors=skip"]
-    for det in ("false", "false", "true", "true"):
+            "data.val_fraction=0.002", "data.tune_fraction=0.002", "data.text_errors=skip"]
+    variants = [("false", "auto"), ("false", "auto"), ("true", "auto"), ("true", "auto"), ("false", "xla"),
+                ("true", "cudnn")]
+    for det, attention in variants:
         if time.time() > DEADLINE:
             return
-        out = f"/tmp/probe_runs/det_{det}_{time.time_ns()}"
+        out = f"/tmp/probe_runs/det_{det}_{attention}_{time.time_ns()}"
         t0 = time.perf_counter()
-        proc = subprocess.run([*base, f"train.deterministic={det}", "--out", out], capture_output=True, text=True)
+        proc = subprocess.run([*base, f"train.deterministic={det}", f"train.attention={attention}", "--out", out],
+                              capture_output=True, text=True)
         summary = json.loads(Path(out, "summary.json").read_text()) if Path(out, "summary.json").exists() else {}
-        emit({"probe": "determinism", "deterministic": det, "exit": proc.returncode, "wall_s": time.perf_counter() - t0,
-              "final_train_loss": summary.get("final_train_loss"), "final_val_loss": summary.get("final_val_loss"),
-              "tokens_per_sec": summary.get("tokens_per_sec"), "error": proc.stderr[-600:] if proc.returncode else None})
+        emit({"probe": "determinism", "deterministic": det, "attention": attention, "exit": proc.returncode,
+              "wall_s": time.perf_counter() - t0, "final_train_loss": summary.get("final_train_loss"),
+              "final_val_loss": summary.get("final_val_loss"), "tokens_per_sec": summary.get("tokens_per_sec"),
+              "error": proc.stderr[-600:] if proc.returncode else None})
 
 
-def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("BITNET_JAX_CACHE", "/tmp/probe_cache")
-    startup()
-    determinism()
+def loop() -> None:
     plan = [("0.8M", "bitnet_b158", 1, 1, 300), ("0.8M", "bitnet_b158", 8, 1, 300), ("0.8M", "bitnet_b158", 32, 1, 300),
             ("0.8M", "fp16", 32, 1, 300), ("0.8M", "bitnet_b158", 32, 4, 300), ("0.8M", "bitnet_b158", 32, 16, 300),
             ("4.3M", "bitnet_b158", 32, 1, 300), ("4.3M", "bitnet_b158", 32, 4, 300),
@@ -98,6 +100,14 @@ def main() -> None:
             throughput(*item)
         except Exception as e:  # keep measuring the rest
             emit({"probe": "loop", "item": item, "error": f"{type(e).__name__}: {str(e)[:500]}"})
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("BITNET_JAX_CACHE", "/tmp/probe_cache")
+    parts = sys.argv[2:] or ["startup", "determinism", "loop"]
+    for part in parts:  # determinism runs in child processes before this one starts JAX's backend
+        {"startup": startup, "determinism": determinism, "loop": loop}[part]()
 
 
 if __name__ == "__main__":

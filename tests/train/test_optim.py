@@ -104,7 +104,7 @@ def test_peak_lr_and_wd_are_state_values_so_runs_share_one_compiled_step():
         separate.append(state)
     assert step._cache_size() == 1
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), fresh(runs[0]), fresh(runs[1]))
-    vstep = jax.vmap(lambda s: step.__wrapped__(s, batch))  # the pure step under the jit
+    vstep = jax.jit(jax.vmap(lambda s: step.__wrapped__(s, batch)))  # the pure step under the jit
     for _ in range(3):
         stacked, _ = vstep(stacked)
     for i, state in enumerate(separate):
