@@ -119,8 +119,18 @@ def cmd_bench_decode(args, parser) -> int:
     return 0
 
 
+def _host_only() -> None:
+    """The runner and the fits stay on the CPU: the GPUs belong to the training jobs (a JAX GPU client in the runner
+    would take most of a GPU's memory), and scaling fits are small float64 problems."""
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+
+
 def cmd_sweep(args, parser) -> int:
     from bitnet_jax import sweep
+
+    _host_only()
 
     result = sweep.run(args.spec, args.out, dry_run=args.dry_run, restart_changed=args.restart_changed)
     if args.dry_run:
@@ -144,6 +154,7 @@ def cmd_results(args, parser) -> int:
 def cmd_fit(args, parser) -> int:
     from bitnet_jax.sweep.report import write_tables
 
+    _host_only()
     write_tables(args.out)
     print(f"wrote {Path(args.out) / 'report' / 'results.csv'} and {Path(args.out) / 'report' / 'fits.json'}")
     return 0
@@ -152,6 +163,7 @@ def cmd_fit(args, parser) -> int:
 def cmd_report(args, parser) -> int:
     from bitnet_jax.sweep.report import write_reports
 
+    _host_only()
     print(f"wrote {write_reports(args.out)}")
     return 0
 

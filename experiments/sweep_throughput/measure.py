@@ -76,6 +76,8 @@ def measure(case: str) -> None:
             proc.send_signal(2)  # SIGINT: the runner checkpoints and stops its jobs
             code = proc.wait()
     wall = time.time() - t0
+    summaries = list(out.glob("*/summary.json"))
+    last_run = max((s.stat().st_mtime for s in summaries), default=t0) - t0  # before fits, plots and report
     rows = []
     if (out / "sweep.yaml").exists():
         subprocess.run([*CLI, "fit", str(out)], capture_output=True)
@@ -86,8 +88,8 @@ def measure(case: str) -> None:
     done = [r for r in rows if r["status"] == "finished"]
     tokens = sum(float(r["tokens"]) for r in done)
     emit({"case": case, "exit": code, "runs": len(rows), "finished": len(done), "jobs": jobs and int(jobs.group(1)),
-          "wall_s": round(wall, 1), "estimate": estimate and estimate.group(1), "tokens": tokens,
-          "tokens_per_sec": tokens / wall if wall else None})
+          "wall_s": round(wall, 1), "runs_done_s": round(last_run, 1), "estimate": estimate and estimate.group(1),
+          "tokens": tokens, "tokens_per_sec": tokens / last_run if last_run > 0 else None})
 
 
 def emit(row: dict) -> None:
