@@ -139,9 +139,11 @@ def describe_jobs(jobs: list[Job], spec: SweepSpec, n_slots: int, n_devices: int
         seconds = j.start_seconds() + j.train_seconds(ex)
         lines.append(f"  {j.name:<60}{len(j.runs):>3} run(s) {j.steps:>7} steps  ~{spec_lib.duration(seconds)}")
     total = jobs_lib.estimate_seconds(jobs, ex, n_slots, n_devices)
-    lines.append(f"estimated wall time: {spec_lib.duration(total)} (per step {ex.est_step_overhead_s * 1e3:.2g} ms + "
-                 f"FLOPs at {ex.est_flops_per_sec:.2g} FLOP/s: executor.est_step_overhead_s / est_flops_per_sec; "
-                 f"start-up {jobs_lib.START_S:.0f} s + {jobs_lib.START_PER_LAYER_S} s per layer per job)")
+    lines.append(f"estimated wall time: {spec_lib.duration(total)} (device time per step "
+                 f"{ex.est_step_overhead_s * 1e3:.2g} ms + FLOPs at {ex.est_flops_per_sec:.2g} FLOP/s, "
+                 f"executor.est_step_overhead_s / est_flops_per_sec; start-up {jobs_lib.COMPILE_S:.0f} s + "
+                 f"{jobs_lib.COMPILE_PER_LAYER_S:.0f} s per layer to compile, {jobs_lib.CACHED_START_S:.0f} s from "
+                 f"the compilation cache)")
     return "\n".join(lines)
 
 
