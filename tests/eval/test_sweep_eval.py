@@ -6,7 +6,7 @@ import yaml
 
 from bitnet_jax import sweep
 from bitnet_jax.errors import ConfigError, DataError
-from bitnet_jax.scaling.report import render
+from bitnet_jax.scaling.report import ReportSettings, render
 from bitnet_jax.sweep.results import collect, format_eval_table
 
 SPEC = {
@@ -53,13 +53,14 @@ def test_a_sweep_with_an_eval_section_evaluates_every_finished_run(tmp_path, mon
 def test_no_eval_section_means_no_eval_table(tmp_path):
     spec = sweep.load(write(tmp_path / "s.yaml"))
     assert not spec.eval.active
-    rows = [{"run_id": "a", "recipe": "fp16", "status": "finished", "best_lr": True, "eval": None,
+    rows = [{"run_id": "a", "label": "fp16", "recipe": "fp16", "status": "finished", "best_lr": True, "eval": None,
              "n_params_non_embedding": 1e4, "tokens": 1e5, "flops": 1e9, "final_val_loss": 3.0,
              "val_bits_per_byte": 4.0, "tokens_per_sec": 1.0, "energy_per_token_7nm_j": 1e-9, "wall_s": 1.0}]
     assert format_eval_table(rows) == ""
     from bitnet_jax.scaling.analysis import analyse
 
-    assert "Zero-shot" not in render(spec, rows, analyse([], bootstrap=0), [])
+    text = render(rows, analyse([], bootstrap=0), ReportSettings(name=spec.name), [])
+    assert "Zero-shot" not in text and spec.name in text
 
 
 def test_eval_section_is_validated_and_group_defaults_to_the_sweep_name(tmp_path):

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,10 +16,11 @@ def test_load_run_reproduces_the_runs_validation_loss(trained_run, recipe):
     cfg = run.config
     assert run.step == 30 and run.summary["status"] == "finished" and cfg.recipe.name == recipe
     data = build_token_data(cfg.data.source, cfg.data.tokenizer, cfg.data.val_fraction, cfg.data.max_bytes,
-                            seq_len=cfg.model.seq_len)
+                            seq_len=cfg.model.seq_len, tune_fraction=cfg.data.tune_fraction)
     batches = jnp.asarray(val_batches(data.val, cfg.train.batch_size, cfg.model.seq_len, cfg.train.eval_batches))
     flat, params, rest = FlatModel.split(run.model)
-    loss = float(make_eval_step(flat)({"params": params, "rest": rest}, batches))
+    state = jax.tree.map(lambda x: x[None], {"params": params, "rest": rest})  # a group of one
+    loss = float(make_eval_step(flat)(state, batches)[0])
     assert loss == pytest.approx(run.summary["final_val_loss"], rel=1e-6)
     # the restored weights are the trained ones, not a fresh init (a fresh init scores ~ln 256 = 5.5 nats)
     assert loss < np.log(256) - 0.5
