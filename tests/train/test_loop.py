@@ -199,15 +199,15 @@ def group_configs(tiny, recipe, lrs):
 def test_a_group_trains_what_its_members_train_alone(tmp_path, tiny, recipe, tol):
     """vmapped members equal the same runs alone up to float reordering; ternary rounding can flip a weight on
     such a difference, hence the wider tolerance for b1.58."""
-    cfgs = group_configs(tiny, recipe, [1e-3, 4e-3, 2e-2])
+    cfgs = group_configs(tiny, recipe, [1e-3, 2e-2])
     grouped = train.run_group([(c, tmp_path / f"g{i}") for i, c in enumerate(cfgs)])
     for i, (c, r) in enumerate(zip(cfgs, grouped)):
         alone = train.run(c, tmp_path / f"a{i}")
-        assert r.status == alone.status == "finished" and r.summary["group_size"] == 3
+        assert r.status == alone.status == "finished" and r.summary["group_size"] == 2
         a, b = losses(tmp_path / f"g{i}"), losses(tmp_path / f"a{i}")
         assert list(a) == list(b) and np.allclose(list(a.values()), list(b.values()), rtol=tol, atol=0)
         assert r.summary["final_val_loss"] == pytest.approx(alone.summary["final_val_loss"], rel=tol)
-    assert losses(tmp_path / "g0")[12] != losses(tmp_path / "g2")[12]  # the members really differ
+    assert losses(tmp_path / "g0")[12] != losses(tmp_path / "g1")[12]  # the members really differ
 
 
 def test_a_diverging_member_is_frozen_while_the_others_go_on(tmp_path, tiny):
