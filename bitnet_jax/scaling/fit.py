@@ -123,9 +123,9 @@ _huber.defvjp(_huber_parts, lambda grad, ct: (ct * grad, None, None, None, None)
 # ---------------------------------------------------------------- batched L-BFGS
 
 
-def _lbfgs(p0, X, y, w, delta, iters, ls_steps, tol):
-    """L-BFGS from one start; returns the best point seen, since a line search that gives up may step uphill."""
-    f = lambda p: _huber(p, X, y, w, delta)  # noqa: E731
+def lbfgs_best(f, p0, iters, ls_steps, tol):
+    """L-BFGS on f from p0 (at most `iters` steps, until the largest gradient entry is below `tol`); returns the best
+    point seen and its value, since a line search that gives up may step uphill. Traceable: vmap it over starts."""
     opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=ls_steps))
     value_and_grad = optax.value_and_grad_from_state(f)
 
@@ -143,6 +143,10 @@ def _lbfgs(p0, X, y, w, delta, iters, ls_steps, tol):
 
     carry = jax.lax.while_loop(running, step, (p0, opt.init(p0), 0, p0, f(p0)))
     return carry[3], carry[4]
+
+
+def _lbfgs(p0, X, y, w, delta, iters, ls_steps, tol):
+    return lbfgs_best(lambda p: _huber(p, X, y, w, delta), p0, iters, ls_steps, tol)
 
 
 _lbfgs_batch = jax.jit(jax.vmap(_lbfgs, in_axes=(0, None, None, 0, None, None, None, None)))

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from bitnet_jax.scaling.bootstrap import percentile_intervals, resample_weights
 from bitnet_jax.scaling.fit import (BOOT_ITERS, BOOT_LS, BOOT_STARTS, DELTA, KEEP, POLISH_ITERS, POLISH_LS,
-                                    SCREEN_ITERS, SCREEN_LS, TOL, _check_options, _distinct, _positive, _Result)
+                                    SCREEN_ITERS, SCREEN_LS, TOL, _check_options, _distinct, _positive, _Result,
+                                    lbfgs_best)
 
 __all__ = ["JointFit", "fit_joint", "rho_by_size"]
 
@@ -69,25 +69,7 @@ def _huber(p, w, data, n_head):
 
 
 def _lbfgs(p0, w, data, iters, n_head, ls_steps):
-    """L-BFGS from one start; returns the best point seen, since a line search that gives up may step uphill."""
-    f = lambda p: _huber(p, w, data, n_head)  # noqa: E731
-    opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=ls_steps))
-    value_and_grad = optax.value_and_grad_from_state(f)
-
-    def step(carry):
-        p, state, i, best_p, best_v = carry
-        v, grad = value_and_grad(p, state=state)
-        updates, state = opt.update(grad, state, p, value=v, grad=grad, value_fn=f)
-        p, v = optax.apply_updates(p, updates), optax.tree.get(state, "value")
-        better = v < best_v
-        return p, state, i + 1, jnp.where(better, p, best_p), jnp.where(better, v, best_v)
-
-    def running(carry):
-        _, state, i, _, _ = carry
-        return (i < iters) & ((i == 0) | (jnp.max(jnp.abs(optax.tree.get(state, "grad"))) > TOL))
-
-    carry = jax.lax.while_loop(running, step, (p0, opt.init(p0), 0, p0, f(p0)))
-    return carry[3], carry[4]
+    return lbfgs_best(lambda p: _huber(p, w, data, n_head), p0, iters, ls_steps, TOL)
 
 
 # one compiled program per (parameter count, form, point count): iteration and line-search limits are traced, and

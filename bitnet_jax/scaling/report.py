@@ -91,10 +91,10 @@ def render(rows: list[dict], analysis: Analysis, settings: ReportSettings, plots
              f"`{base}` is the baseline.", "",
              "## Headline", "", *_headline(analysis, settings), "",
              "## How to read this report", "",
-             f"- **Loss vs compute**: final validation loss against training FLOPs, fitted as `L = E + A C^-alpha` "
-             f"on each label's compute frontier: at each compute level only the run with the lowest loss (the "
-             f"others are drawn hollow). Loss vs N and vs inference energy likewise use the lowest loss per N "
-             f"(per energy).",
+             "- **Loss vs compute**: final validation loss against training FLOPs, fitted as `L = E + A C^-alpha` "
+             "on each label's compute frontier: at each compute level only the run with the lowest loss (the "
+             "others are drawn hollow). Loss vs N and vs inference energy likewise use the lowest loss per N "
+             "(per energy).",
              f"- A law is **unresolved** when the data do not pin down a falling curve: fewer than {MIN_POINTS} "
              f"points, a fit that does not decrease or is a cliff (alpha above {ALPHA_EDGES[1]:g}), or a {ci} "
              f"interval of alpha that holds 0, reaches beyond {ALPHA_EDGES[1]:g} or misses the point estimate. "
@@ -105,8 +105,8 @@ def render(rows: list[dict], analysis: Analysis, settings: ReportSettings, plots
              f"parameters is worth (1 = as good as the baseline).",
              f"- **Energy ratio** `e(L) / e_{base}(L)` at matched loss on the inference-energy axis (BitNet's "
              f"inference-optimal scaling law): below 1, the label reaches that loss for less energy per token.",
-             f"- A ratio whose point estimate falls outside its own bootstrap interval is withheld: the fit is "
-             f"unstable.", "",
+             "- A ratio whose point estimate falls outside its own bootstrap interval is withheld: the fit is "
+             "unstable.", "",
              "## Runs", "", _runs_table(rows), ""]
     evaluated = _eval_section(rows, base)
     if evaluated:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bitnet_jax import config, train
-from bitnet_jax.errors import CheckpointError, ConfigError
+from bitnet_jax.errors import CheckpointError
 from bitnet_jax.model import flops_per_token, param_counts
 from bitnet_jax.files import read_metrics
 
@@ -188,63 +188,6 @@ def test_k_steps_per_call_train_the_same_losses(tmp_path, tiny):
     assert losses(tmp_path / "k1") == pytest.approx(losses(tmp_path / "k5"), rel=1e-6)
     assert one.summary["final_val_loss"] == pytest.approx(five.summary["final_val_loss"], rel=1e-6)
     assert [r["step"] for r in read_metrics(tmp_path / "k5" / "metrics.jsonl") if "val_loss" in r] == [6, 12]
-
-
-def group_configs(tiny, recipe, lrs):
-    return [config.load(None, tiny + [f"recipe={recipe}", f"train.lr={lr}", f"train.seed={i}", f"data.seed={i}"])
-            for i, lr in enumerate(lrs)]
-
-
-@pytest.mark.parametrize("recipe, tol", [("fp16", 1e-5), ("bitnet_b158", 2e-3)])
-def test_a_group_trains_what_its_members_train_alone(tmp_path, tiny, recipe, tol):
-    """vmapped members equal the same runs alone up to float reordering; ternary rounding can flip a weight on
-    such a difference, hence the wider tolerance for b1.58."""
-    cfgs = group_configs(tiny, recipe, [1e-3, 2e-2])
-    grouped = train.run_group([(c, tmp_path / f"g{i}") for i, c in enumerate(cfgs)])
-    for i, (c, r) in enumerate(zip(cfgs, grouped)):
-        alone = train.run(c, tmp_path / f"a{i}")
-        assert r.status == alone.status == "finished" and r.summary["group_size"] == 2
-        a, b = losses(tmp_path / f"g{i}"), losses(tmp_path / f"a{i}")
-        assert list(a) == list(b) and np.allclose(list(a.values()), list(b.values()), rtol=tol, atol=0)
-        assert r.summary["final_val_loss"] == pytest.approx(alone.summary["final_val_loss"], rel=tol)
-    assert losses(tmp_path / "g0")[12] != losses(tmp_path / "g1")[12]  # the members really differ
-
-
-def test_a_diverging_member_is_frozen_while_the_others_go_on(tmp_path, tiny):
-    cfgs = group_configs(tiny, "fp16", [1e-3, 1e30])
-    ok, bad = train.run_group([(c, tmp_path / f"g{i}") for i, c in enumerate(cfgs)])
-    alone = train.run(cfgs[0], tmp_path / "alone")
-    assert ok.status == "finished" and bad.status == "diverged" and "non-finite" in bad.summary["error"]
-    assert losses(tmp_path / "g0") == pytest.approx(losses(tmp_path / "alone"), rel=1e-5)
-    assert bad.summary["step"] < 12 and ok.summary["final_val_loss"] == pytest.approx(alone.summary["final_val_loss"],
-                                                                                        rel=1e-5)
-
-
-def test_a_group_killed_mid_run_resumes_like_an_uninterrupted_one(tmp_path, tiny):
-    cfgs = group_configs(tiny, "fp16", [1e-3, 3e-3])
-    for name in ("whole", "killed"):
-        for i, c in enumerate(cfgs):
-            c = config.load(None, tiny + ["recipe=fp16", f"train.lr={c.train.lr}", f"train.seed={i}",
-                                          f"data.seed={i}", "train.steps=40", "train.ckpt_every=10",
-                                          "train.eval_every=20", "train.steps_per_call=1"])
-            config.dump(c, tmp_path / f"{name}{i}" / "plan.yaml")
-    killed = cli(["train-group", str(tmp_path / "killed0"), str(tmp_path / "killed1")])
-    wait_for_step(tmp_path / "killed1", 25, killed)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    train.run_group([(config.load(tmp_path / f"whole{i}" / "plan.yaml"), tmp_path / f"whole{i}") for i in range(2)])
-    resumed = cli(["train-group", str(tmp_path / "killed0"), str(tmp_path / "killed1")])
-    assert resumed.wait() == 0, resumed.communicate()
-    for i in range(2):
-        assert losses(tmp_path / f"whole{i}") == losses(tmp_path / f"killed{i}")
-        same_record(tmp_path / f"whole{i}", tmp_path / f"killed{i}")
-
-
-def test_members_of_a_group_must_differ_only_in_per_run_values(tmp_path, tiny):
-    a, b = config.load(None, tiny), config.load(None, tiny + ["train.batch_size=8"])
-    with pytest.raises(ConfigError, match="train.batch_size"):
-        train.run_group([(a, tmp_path / "a"), (b, tmp_path / "b")])
-    assert not (tmp_path / "a").exists()
 
 
 def test_a_run_whose_data_fails_leaves_no_directory(tmp_path, tiny, capsys):
