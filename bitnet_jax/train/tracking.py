@@ -24,8 +24,10 @@ class WandbTracker:
                               "pip install 'bitnet-jax[wandb]' or set tracking.wandb=disabled") from None
         t = cfg.tracking
         try:
+            # create_new: the runs of a vmapped group are live wandb runs side by side in one process
             self._run = wandb.init(project=t.project, entity=t.entity, group=t.group, name=t.name, tags=list(t.tags),
-                                   mode=t.wandb, dir=str(out_dir), config=cfg.to_dict(), id=run_id, resume="allow")
+                                   mode=t.wandb, dir=str(out_dir), config=cfg.to_dict(), id=run_id, resume="allow",
+                                   reinit="create_new")
         except Exception as e:  # wandb raises many types (no key, no network, bad entity): one line for people
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"wandb could not start a run ({reason}); for tracking.wandb=online log in with "

@@ -65,3 +65,19 @@ def test_members_of_a_group_must_differ_only_in_per_run_values(tmp_path, tiny):
     with pytest.raises(ConfigError, match="train.batch_size"):
         train.run_group([(a, tmp_path / "a"), (b, tmp_path / "b")])
     assert not (tmp_path / "a").exists()
+
+
+def test_each_member_of_a_group_has_its_own_wandb_run(tmp_path, tiny, monkeypatch):
+    pytest.importorskip("wandb")
+    from test_loop import wandb_records
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfgs = [config.load(None, tiny + ["train.steps=4", "train.eval_every=4", "tracking.wandb=offline",
+                                      f"tracking.name=m{i}", f"train.lr={lr}"]) for i, lr in enumerate((1e-3, 3e-3))]
+    train.run_group([(c, tmp_path / f"m{i}") for i, c in enumerate(cfgs)])
+    for i in range(2):
+        [log] = (tmp_path / f"m{i}" / "wandb").glob("offline-run-*/*.wandb")
+        [run] = [r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run"]
+        assert run.display_name == f"m{i}"
+        logged = [r for r in wandb_records(log) if r.WhichOneof("record_type") == "history"]
+        assert len(logged) >= 4  # this member's own rows

@@ -196,3 +196,64 @@ def test_a_run_whose_data_fails_leaves_no_directory(tmp_path, tiny, capsys):
     out = tmp_path / "run"
     assert main(["train", *tiny, "model.seq_len=100000", "--out", str(out)]) == 2
     assert "too short" in capsys.readouterr().err and not out.exists()
+
+
+def wandb_records(path: Path) -> list:
+    """The records of a .wandb file, read with wandb's own protobuf schema: after a 7-byte header, records are
+    framed as in a LevelDB log (32 KiB blocks; each chunk: crc32, length, type FULL=1 / FIRST / MIDDLE / LAST=4)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, chunks, records = path.read_bytes(), 7, 32768, b"", []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunks += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            records.append(record)
+            chunks = b""
+    return records
+
+
+def test_wandb_offline_logs_the_run(tmp_path, tiny, monkeypatch, capsys):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)  # offline needs no key
+    cfg = config.load(None, tiny + ["train.steps=4", "train.eval_every=4", "tracking.wandb=offline",
+                                    "tracking.project=test", "tracking.group=my-sweep", "tracking.tags=[b158, tiny]"])
+    result = train.run(cfg, tmp_path / "run")
+    assert result.status == "finished"
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and "wandb sync" in capsys.readouterr().out
+    [log] = runs[0].glob("*.wandb")
+    records = wandb_records(log)
+    [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert (run.project, run.run_group, list(run.tags)) == ("test", "my-sweep", ["b158", "tiny"])
+    logged_config = {u.key: json.loads(u.value_json) for u in run.config.update if u.key != "_wandb"}
+    assert logged_config == json.loads(json.dumps(cfg.to_dict()))
+
+    def key(item):
+        return item.key or ".".join(item.nested_key)
+
+    history: dict[int, dict] = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "history":
+            row = {key(i): json.loads(i.value_json) for i in r.history.item}
+            history.setdefault(row["_step"], {}).update(row)
+    for row in read_metrics(tmp_path / "run" / "metrics.jsonl"):  # the same rows as metrics.jsonl, at their steps
+        for k, v in row.items():
+            if k != "step" and v is not None:
+                assert history[row["step"]][k] == pytest.approx(v), (row["step"], k)
+    summary: dict = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "summary":
+            summary.update({key(u): json.loads(u.value_json) for u in r.summary.update})
+    for k, v in json.loads((tmp_path / "run" / "summary.json").read_text()).items():
+        if v is not None:
+            assert summary[k] == (pytest.approx(v) if isinstance(v, float) else v), k
