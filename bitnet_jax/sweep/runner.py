@@ -88,13 +88,12 @@ def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bo
 
 
 def changed_runs(runs: list[PlannedRun], out: Path) -> list[tuple[str, list[str]]]:
-    """(run id, keys) for every planned run whose directory holds a run of another config (beyond what a resume may
-    change: train.steps, logging, evaluation, checkpoint and tracking settings)."""
+    """(run id, keys) for every planned run whose directory holds a started run of another config (beyond what a
+    resume may change: train.steps, logging, evaluation, checkpoint and tracking settings). A run that never started
+    simply takes the new plan."""
     changed = []
     for r in runs:
         saved = out / r.run_id / "config.yaml"
-        if not saved.exists():
-            saved = out / r.run_id / "plan.yaml"
         if saved.exists():
             keys = config_lib.changed_keys(config_lib.load(saved), r.config)
             if keys:
