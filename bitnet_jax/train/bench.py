@@ -43,13 +43,14 @@ def run(preset: str = "125m", recipe_names: list[str] | None = None, *,
     if tokens not in ("text", "random"):
         raise ConfigError(f"unknown bench tokens {tokens!r}; use text or random")
     names = recipe_names or ["fp16", "bitnet_b158"]
-    raw = {"model": dataclasses.asdict(PRESETS[preset])}
+    raw = {"model": dataclasses.asdict(PRESETS[preset]), "train": {"attention": attention,
+                                                                    "compute_dtype": compute_dtype}}
     if seq_len:
         raw["model"]["seq_len"] = seq_len
     for item in overrides:
         config_lib.apply_override(raw, item)
-    model_cfg = config_lib.from_dict(raw, "bench").model
-    train_cfg = TrainConfig(attention=attention, compute_dtype=compute_dtype)
+    parsed = config_lib.from_dict(raw, "bench")
+    model_cfg, train_cfg = parsed.model, parsed.train
     rows = []
     for name in names:
         batch = _batch(tokens, batch_size, model_cfg)

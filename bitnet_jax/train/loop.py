@@ -182,6 +182,8 @@ class _Job:
         first = self.timed_from is None
         if first:  # the first call includes compilation: time from its end
             self.timed_from = now
+            for m in self.members:
+                m.summary["first_call_s"] = now - self.wall0
         for g, m in enumerate(self.members):
             for i in np.flatnonzero(ran[:, g]):
                 self._record(g, m, dict(zip(METRICS, map(float, metrics[i, g]))), now, first)

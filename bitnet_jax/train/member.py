@@ -121,7 +121,7 @@ class Member:
             "hyperparams": dataclasses.asdict(hp), "device": device, "compute_dtype": dtype_name,
             "group_size": group_size, "steps_per_call": steps_per_call,
             "final_train_loss": None, "final_tune_loss": None, "final_val_loss": None, "val_bits_per_byte": None,
-            "tokens_per_sec": p.get("tokens_per_sec") if self.resume else None,
+            "tokens_per_sec": p.get("tokens_per_sec") if self.resume else None, "first_call_s": None,
             "wall_s": p.get("wall_s", 0.0) if self.resume else 0.0,
         }
         for key, column in FINAL_FROM_METRICS.items():

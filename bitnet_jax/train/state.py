@@ -42,7 +42,8 @@ def build_model(cfg: RunConfig, *, inference: bool = False, abstract: bool = Fal
 
     def make():
         return Transformer(cfg.model, recipe, rngs=nnx.Rngs(cfg.train.seed), dtype=dtype,
-                           attention_impl=attention_impl(cfg.train.attention, dtype, cfg.train.deterministic))
+                           attention_impl=attention_impl(cfg.train.attention, dtype, cfg.train.deterministic),
+                           scan_layers=cfg.train.scan_layers)
 
     return nnx.eval_shape(make) if abstract else make()
 
