@@ -132,7 +132,6 @@ class TrainConfig:
     compute_dtype: str = "auto"  # auto: bfloat16 on GPU/TPU, float32 on CPU
     attention: str = "auto"  # jax.nn.dot_product_attention implementation: auto | xla | cudnn
     steps_per_call: int | None = None  # steps per jitted call (one dispatch, one metrics fetch); None: per device
-    scan_layers: bool = True  # the blocks as one lax.scan: compile time independent of depth (false: unrolled)
     deterministic: bool = False  # GPU: XLA's deterministic ops (same config + seed = the same losses, bit for bit)
 
     def __post_init__(self):
@@ -190,11 +189,10 @@ class RunConfig:
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "tracking": TrackingConfig}
 
 # What a resumed run may change: its length (the schedule follows the new train.steps), how it is tracked, logged,
-# evaluated and checkpointed, how the step is compiled, and how batches reach the device (the batches themselves stay
-# the same).
+# evaluated and checkpointed, and how batches reach the device (the batches themselves stay the same).
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.eval_batches", "train.log_every", "train.ckpt_every",
-                     "train.keep_checkpoints", "train.steps_per_call", "train.scan_layers", "tracking.*",
-                     "data.cache", "data.cache_dir", "data.on_device", "data.device_max_tokens")
+                     "train.keep_checkpoints", "train.steps_per_call", "tracking.*", "data.cache", "data.cache_dir",
+                     "data.on_device", "data.device_max_tokens")
 # The per-run values of runs that can train together in one vmapped group (they live in the train state or select
 # the batches and initial weights); everything else must be equal.
 PER_RUN_VALUES = ("train.lr", "train.lr_stage2", "train.weight_decay", "train.weight_decay_stage2", "train.seed",

@@ -110,12 +110,12 @@ class Transformer(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, recipe: str | Recipe = "fp16", *, rngs: nnx.Rngs, dtype=None,
-                 attention_impl: str | None = None, scan_layers: bool = True):
+                 attention_impl: str | None = None):
         recipe = get_recipe(recipe)
         cfg = cfg.resolve(recipe)
         if recipe.quantize_lm_head and cfg.tie_embeddings:
             raise ConfigError("recipe.quantize_lm_head needs model.tie_embeddings=false (a tied head is the embedding)")
-        self.cfg, self.recipe, self.dtype, self.scan_layers = cfg, recipe, dtype, scan_layers
+        self.cfg, self.recipe, self.dtype = cfg, recipe, dtype
         self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype,
                                embedding_init=nnx.initializers.normal(stddev=0.02), rngs=rngs)
         self.blocks = nnx.List([Block(cfg, recipe, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
@@ -127,11 +127,8 @@ class Transformer(nnx.Module):
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         x = self._embed(tokens)
-        if self.scan_layers and len(self.blocks) > 1:
-            x = _scan_blocks(self.blocks, x)
-        else:
-            for block in self.blocks:
-                x = block(x)
+        for block in self.blocks:
+            x = block(x)
         return self._logits(x)
 
     def decode(self, tokens: jax.Array, cache: list, positions: jax.Array, mask: jax.Array, index: jax.Array):
@@ -158,16 +155,6 @@ class Transformer(nnx.Module):
         x = self.final_norm(x)
         logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
         return logits.astype(jnp.float32)
-
-
-def _scan_blocks(blocks, x: jax.Array) -> jax.Array:
-    """The blocks applied in order as one `lax.scan` over their stacked states, so that XLA compiles one block
-    whatever the depth (unrolled, compilation grew by about 7 s per layer on an H200 host). The parameters stay one
-    module per block (checkpoints, export and decoding are unchanged); stacking them copies them once per forward
-    pass, negligible next to a step's activations."""
-    graphdef, first = nnx.split(blocks[0])
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), first, *(nnx.split(b)[1] for b in blocks[1:]))
-    return jax.lax.scan(lambda h, state: (nnx.merge(graphdef, state)(h), None), x, stacked)[0]
 
 
 # ---- counting ---------------------------------------------------------------------------------------------------

@@ -42,8 +42,7 @@ def build_model(cfg: RunConfig, *, inference: bool = False, abstract: bool = Fal
 
     def make():
         return Transformer(cfg.model, recipe, rngs=nnx.Rngs(cfg.train.seed), dtype=dtype,
-                           attention_impl=attention_impl(cfg.train.attention, dtype, cfg.train.deterministic),
-                           scan_layers=cfg.train.scan_layers)
+                           attention_impl=attention_impl(cfg.train.attention, dtype, cfg.train.deterministic))
 
     return nnx.eval_shape(make) if abstract else make()
 

@@ -3,7 +3,7 @@ call (K) and group size (G), and run-to-run determinism with and without train.d
 
     PYTHONUNBUFFERED=1 python experiments/sweep_throughput/probe.py [SECONDS] [PART ...]
 
-PART: startup, determinism, loop (default all three), scan. Every measurement is one JSON line in $OUT/probe.jsonl
+PART: startup, determinism, loop (default all three). Every measurement is one JSON line in $OUT/probe.jsonl
 (default /tmp/probe), printed as it lands; the script stops starting new measurements once SECONDS (default 520)
 have passed. Shapes are sweeps/gpu_small.yaml's smallest,
 middle and largest (0.8M, 4.3M, 12.4M non-embedding parameters), batch 64 x 256 byte tokens.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 OUT = Path(os.environ.get("OUT", "/tmp/probe"))
 DEADLINE = time.time() + float(sys.argv[1] if len(sys.argv) > 1 else 520)
-SHAPES = {"0.8M": (128, 4, 352), "4.3M": (224, 7, 608), "12.4M": (320, 10, 864), "21.3M": (384, 12, 1024)}
+SHAPES = {"0.8M": (128, 4, 352), "4.3M": (224, 7, 608), "12.4M": (320, 10, 864)}
 SITE = "/opt/torch/.venv/lib/python3.12/site-packages/**/*.py"  # the GPU host's largest local text (gpu_small)
 
 
@@ -102,38 +102,12 @@ def loop() -> None:
             emit({"probe": "loop", "item": item, "error": f"{type(e).__name__}: {str(e)[:500]}"})
 
 
-def scan() -> None:
-    """Compilation and steady tokens/s with the blocks unrolled and scanned (train.scan_layers), each in a fresh
-    process with an empty compilation cache: first_call_s is compilation plus one call of 32 steps."""
-    plan = [("0.8M", "bitnet_b158", 300), ("4.3M", "bitnet_b158", 300), ("12.4M", "bitnet_b158", 200),
-            ("21.3M", "bitnet_b158", 150), ("21.3M", "fp16", 150)]
-    for name, recipe, steps in plan:
-        for scan_layers in ("true", "false"):
-            if time.time() > DEADLINE:
-                emit({"probe": "skipped", "item": [name, recipe, scan_layers]})
-                continue
-            out = f"/tmp/probe_runs/scan_{name}_{recipe}_{scan_layers}"
-            env = {**os.environ, "BITNET_JAX_CACHE": f"/tmp/probe_cache_{time.time_ns()}"}
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "bitnet_jax.cli", "train", *shape_args(name),
-                                   f"recipe={recipe}", f"train.steps={steps}", f"train.eval_every={steps}",
-                                   f"train.ckpt_every={steps}", "train.log_every=100", "train.steps_per_call=32",
-                                   f"train.scan_layers={scan_layers}", "data.source=python_stdlib", "--out", out],
-                                  capture_output=True, text=True, env=env)
-            summary = json.loads(Path(out, "summary.json").read_text()) if Path(out, "summary.json").exists() else {}
-            emit({"probe": "scan", "shape": name, "recipe": recipe, "scan_layers": scan_layers,
-                  "exit": proc.returncode, "wall_s": time.perf_counter() - t0,
-                  "first_call_s": summary.get("first_call_s"), "tokens_per_sec": summary.get("tokens_per_sec"),
-                  "final_train_loss": summary.get("final_train_loss"),
-                  "error": proc.stderr[-600:] if proc.returncode else None})
-
-
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("BITNET_JAX_CACHE", "/tmp/probe_cache")
     parts = sys.argv[2:] or ["startup", "determinism", "loop"]
     for part in parts:  # determinism runs in child processes before this one starts JAX's backend
-        {"startup": startup, "determinism": determinism, "loop": loop, "scan": scan}[part]()
+        {"startup": startup, "determinism": determinism, "loop": loop}[part]()
 
 
 if __name__ == "__main__":
