@@ -76,10 +76,18 @@ def test_each_member_of_a_group_has_its_own_wandb_run(tmp_path, tiny, monkeypatc
     cfgs = [config.load(None, tiny + ["train.steps=4", "train.eval_every=4", "tracking.wandb=offline",
                                       f"tracking.name=m{i}", f"train.lr={lr}"]) for i, lr in enumerate((1e-3, 3e-3))]
     train.run_group([(c, tmp_path / f"m{i}") for i, c in enumerate(cfgs)])
-    deadline = time.time() + 30  # wandb's service process may still be writing the second run's file
-    while time.time() < deadline and not all(list((tmp_path / f"m{i}" / "wandb").glob("offline-run-*/*.wandb"))
-                                             for i in range(2)):
-        time.sleep(0.2)
+
+    def written(i):  # wandb's service process may still be writing a run's file after finish() returns
+        logs = list((tmp_path / f"m{i}" / "wandb").glob("offline-run-*/*.wandb"))
+        try:
+            kinds = [r.WhichOneof("record_type") for r in wandb_records(logs[0])] if len(logs) == 1 else []
+        except Exception:  # a record still being written
+            return False
+        return "run" in kinds and kinds.count("history") >= 4
+
+    deadline = time.time() + 60
+    while time.time() < deadline and not all(written(i) for i in range(2)):
+        time.sleep(0.5)
     for i in range(2):
         [log] = (tmp_path / f"m{i}" / "wandb").glob("offline-run-*/*.wandb")
         [run] = [r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run"]
