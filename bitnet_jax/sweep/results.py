@@ -15,10 +15,10 @@ from bitnet_jax.scaling.energy import inference_energy
 from bitnet_jax.files import write_atomic
 from bitnet_jax.files import DirectoryLock, read_json
 
-COLUMNS = ("run_id", "label", "recipe", "status", "d_model", "n_layers", "d_ff", "n_params", "n_params_non_embedding",
-           "tokens", "flops", "budget", "lr", "seed", "final_train_loss", "final_tune_loss", "final_val_loss",
-           "val_bits_per_byte", "tokens_per_sec", "energy_per_token_7nm_j", "energy_per_token_45nm_j", "wall_s",
-           "best_lr", "data_entropy_floor")
+COLUMNS = ("run_id", "part", "label", "recipe", "status", "d_model", "n_layers", "d_ff", "n_params",
+           "n_params_non_embedding", "tokens", "flops", "budget", "lr", "seed", "final_train_loss", "final_tune_loss",
+           "final_val_loss", "val_bits_per_byte", "tokens_per_sec", "energy_per_token_7nm_j",
+           "energy_per_token_45nm_j", "wall_s", "best_lr", "data_entropy_floor")
 
 
 def collect(out_dir: str | Path) -> list[dict]:
@@ -51,7 +51,7 @@ def _row(run_dir: Path, r) -> dict:
     s = read_json(run_dir / "summary.json") or {}
     model = cfg.model.resolve(cfg.recipe)
     return {
-        "run_id": r.run_id, "label": r.label, "recipe": cfg.recipe.name, "status": run_status(run_dir),
+        "run_id": r.run_id, "part": r.part, "label": r.label, "recipe": cfg.recipe.name, "status": run_status(run_dir),
         "d_model": model.d_model, "n_layers": model.n_layers, "d_ff": model.d_ff,
         "n_params": s.get("n_params"), "n_params_non_embedding": s.get("n_params_non_embedding"),
         "tokens": s.get("tokens"), "flops": s.get("flops"), "budget": r.budget, "lr": s.get("hyperparams", {}).get("lr"),

@@ -2,6 +2,10 @@
 
 `load(path)` validates the spec (typed, like run configs) and `expand(spec)` turns it into the list of planned runs,
 each a full RunConfig with its id, N, D and C.
+
+A spec may list `parts`: each names a part of the study and changes some of family, budget, lr, lr_grid and seeds
+(a learning-rate grid and two seeds at the small sizes, one learning rate at the large ones); the sweep is the union
+of its parts' runs, in part order, and a run two parts plan alike is trained once.
 """
 
 from __future__ import annotations
@@ -120,7 +124,11 @@ class SweepSpec:
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     fit: FitSpec = field(default_factory=FitSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)  # no tasks and no text: no evaluation step
+    parts: tuple[dict, ...] = ()  # each {name, and any of PART_KEYS}: the sweep is the union of the parts' runs
     description: str = ""
+
+
+PART_KEYS = ("family", "budget", "lr", "lr_grid", "seeds")  # what a part may change
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,7 @@ class PlannedRun:
     tokens: int
     flops: float
     budget: float | None  # the IsoFLOP budget this run belongs to
+    part: str | None = None  # the spec part that planned it (None: the spec has no parts)
 
 
 SECTIONS = {"family": FamilySpec, "budget": BudgetSpec, "executor": ExecutorSpec, "fit": FitSpec, "eval": EvalSpec}
@@ -158,26 +167,79 @@ def from_dict(raw: dict) -> SweepSpec:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown key; valid keys: {', '.join(hints)}")
     if "name" not in raw or not isinstance(raw["name"], str) or not re.fullmatch(r"[\w.-]+", raw["name"]):
         raise ConfigError("name: a sweep needs a name made of letters, digits, '_', '-' or '.'")
-    values = {}
-    for key, value in raw.items():
-        if key in SECTIONS:
-            values[key] = config_lib.build_section(SECTIONS[key], value or {}, key)
-        elif key in ("data", "train", "tracking", "lr"):
-            if not isinstance(value or {}, dict):
-                raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-            values[key] = value or {}
-        elif key == "recipes":
-            items = value if isinstance(value, list) else [value]
-            if not items:
-                raise ConfigError("recipes: list at least one recipe")
-            values[key] = tuple(items)
-        elif key == "baseline":
-            values[key] = None if value is None else config_lib.coerce(value, str, key)
-        else:
-            values[key] = config_lib.coerce(value, hints[key], key)
-    spec = SweepSpec(**values)
+    spec = SweepSpec(**{key: _parse(key, value, hints) for key, value in raw.items() if key != "parts"})
     _check(spec)
+    if "parts" in raw:
+        spec = dataclasses.replace(spec, parts=_parse_parts(spec, raw["parts"]))
     return spec
+
+
+def _parse(key: str, value, hints: dict):
+    if key in SECTIONS:
+        return config_lib.build_section(SECTIONS[key], value or {}, key)
+    if key in ("data", "train", "tracking", "lr"):
+        if not isinstance(value or {}, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value or {}
+    if key == "recipes":
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise ConfigError("recipes: list at least one recipe")
+        return tuple(items)
+    if key == "baseline":
+        return None if value is None else config_lib.coerce(value, str, key)
+    return config_lib.coerce(value, hints[key], key)
+
+
+def _parse_parts(spec: SweepSpec, parts) -> tuple[dict, ...]:
+    """The parts as given, each checked by building the spec it makes."""
+    if not isinstance(parts, list) or not parts:
+        raise ConfigError("parts: expected a list of mappings, each {name, and any of family, budget, lr, lr_grid, "
+                          "seeds}")
+    names = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict) or not isinstance(part.get("name"), str) \
+                or not re.fullmatch(r"[\w.-]+", part["name"]):
+            raise ConfigError(f"parts[{i}]: each part is a mapping with a name made of letters, digits, '_', '-', '.'")
+        unknown = sorted(set(part) - {"name", *PART_KEYS})
+        if unknown:
+            raise ConfigError(f"parts.{part['name']}.{unknown[0]}: a part may change only {', '.join(PART_KEYS)}")
+        if part["name"] in names:
+            raise ConfigError(f"parts: two parts are named {part['name']!r}")
+        names.append(part["name"])
+        _part_spec(spec, part)
+    return tuple(parts)
+
+
+def part_specs(spec: SweepSpec) -> list[tuple[str | None, SweepSpec]]:
+    """(part name, the spec it makes) for every part; [(None, spec)] for a spec without parts."""
+    return [(p["name"], _part_spec(spec, p)) for p in spec.parts] if spec.parts else [(None, spec)]
+
+
+def _part_spec(spec: SweepSpec, part: dict) -> SweepSpec:
+    """The top level with the part's changes. Its family keeps the top level's base, aspect ratio and head dim unless
+    it sets them (its sizes, or its n_min/n_max/n_sizes, replace the top level's); its lr adds to the top level's per
+    label; its budget, lr_grid and seeds replace the top level's."""
+    hints = typing.get_type_hints(SweepSpec)
+    try:
+        changes = {key: _parse(key, part[key], hints) for key in ("budget", "lr", "lr_grid", "seeds") if key in part}
+        if "lr" in part:
+            changes.update(lr={**spec.lr, **changes["lr"]}, lr_grid=())
+        if "lr_grid" in part:
+            changes["lr"] = {}
+        if "family" in part:
+            given = part["family"] if isinstance(part["family"], dict) else {}
+            family = dataclasses.asdict(spec.family)
+            if "sizes" in given:
+                family.update(n_min=None, n_max=None)
+            elif given.keys() & {"n_min", "n_max", "n_sizes"}:
+                family["sizes"] = ()
+            changes["family"] = config_lib.build_section(FamilySpec, {**family, **given}, "family")
+        made = dataclasses.replace(spec, parts=(), **changes)
+        _check(made)
+    except ConfigError as e:
+        raise ConfigError(f"parts.{part['name']}: {e}") from None
+    return made
 
 
 def _check(spec: SweepSpec) -> None:
@@ -269,8 +331,37 @@ def _lrs(spec: SweepSpec, label: str, recipe_name: str) -> list[float | None]:
 
 
 def expand(spec: SweepSpec) -> list[PlannedRun]:
-    """Every run of the sweep, smallest sizes first (so a partial sweep has every recipe at its sizes):
-    size, recipe entry, budget, learning rate, seed. Run ids are readable and unique for every distinct config."""
+    """Every run of the sweep, part by part, and within a part smallest sizes first (so a partial sweep has every
+    recipe at its sizes): size, recipe entry, budget, learning rate, seed. Run ids are readable and unique for every
+    distinct config; a config two parts plan is one run (of the first part)."""
+    planned, seen = [], {}
+    for part, part_spec in part_specs(spec):
+        mine = _plan(part_spec)
+        configs = [json.dumps({**p["raw"], "train": p["train"]}, sort_keys=True, default=str) for p in mine]
+        repeated = [p for p, c in zip(mine, configs) if configs.count(c) > 1]
+        if repeated:
+            raise ConfigError(f"two runs would train the same config ({_describe_plan(repeated[0])}): sizes, budgets "
+                              f"or recipe entries repeat")
+        for p, c in zip(mine, configs):
+            if c not in seen:
+                seen[c] = p
+                planned.append({**p, "part": part})
+    varied = _varied_model_fields([p["model"] for p in planned])
+    ids = [_run_id(p["label"], p["model"], varied, p["budget"], p["tokens"], p["lr"], p["seed"]) for p in planned]
+    runs = []
+    for p, run_id in zip(planned, ids):
+        raw, train = p["raw"], p["train"]
+        if ids.count(run_id) > 1:  # the readable parts do not tell these configs apart: add a hash of the plan
+            run_id = f"{run_id}_{_plan_hash(config_lib.from_dict({**raw, 'train': train}, f'run {run_id}'))}"
+        tracking = {"group": spec.name, **raw["tracking"], "name": run_id}  # group: unless the spec gives one
+        cfg = config_lib.from_dict({**raw, "train": train, "tracking": tracking}, f"run {run_id}")
+        runs.append(PlannedRun(run_id, p["label"], cfg, p["counts"]["total"], p["counts"]["non_embedding"],
+                               p["tokens"], p["fpt"] * p["tokens"], p["budget"], p["part"]))
+    return runs
+
+
+def _plan(spec: SweepSpec) -> list[dict]:
+    """The runs of a spec without parts, before ids: their raw configs and counts."""
     planned = []
     budgets = list(spec.budget.compute) or [None]
     for size in _sizes(spec):
@@ -293,24 +384,15 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
                                  "ckpt_every": min(cfg.train.ckpt_every, steps)}
                         if lr is not None:
                             train["lr"] = lr
-                        planned.append((label, raw, train, counts, steps * batch, fpt, budget, lr, seed))
-    varied = _varied_model_fields([config_lib.from_dict(p[1], "run").model for p in planned])
-    ids = [_run_id(label, config_lib.from_dict(raw, "run").model, varied, budget, tokens, lr, seed)
-           for label, raw, _, _, tokens, _, budget, lr, seed in planned]
-    runs = []
-    for (label, raw, train, counts, tokens, fpt, budget, lr, seed), run_id in zip(planned, ids):
-        cfg = config_lib.from_dict({**raw, "train": train}, f"run {run_id}")
-        if ids.count(run_id) > 1:  # the readable parts do not tell these configs apart: add a hash of the plan
-            run_id = f"{run_id}_{_plan_hash(cfg)}"
-        tracking = {"group": spec.name, **raw["tracking"], "name": run_id}  # group: unless the spec gives one
-        cfg = config_lib.from_dict({**raw, "train": train, "tracking": tracking}, f"run {run_id}")
-        runs.append(PlannedRun(run_id, label, cfg, counts["total"], counts["non_embedding"], tokens, fpt * tokens,
-                               budget))
-    repeated = sorted({r.run_id for r in runs if [x.run_id for x in runs].count(r.run_id) > 1})
-    if repeated:
-        raise ConfigError(f"two runs would train the same config ({repeated[0]}): sizes, budgets or recipe "
-                          f"entries repeat")
-    return runs
+                        planned.append({"label": label, "raw": raw, "train": train, "model": cfg.model,
+                                        "counts": counts, "tokens": steps * batch, "fpt": fpt, "budget": budget,
+                                        "lr": lr, "seed": seed})
+    return planned
+
+
+def _describe_plan(p: dict) -> str:
+    m = p["model"]
+    return f"{p['label']} d{m.d_model}L{m.n_layers}f{m.d_ff} lr {p['lr']} seed {p['seed']}"
 
 
 def _tokens(budget: BudgetSpec, compute: float | None, counts: dict, fpt: float, with_embeddings: bool) -> float:
@@ -347,12 +429,14 @@ def _plan_hash(cfg: RunConfig) -> str:
 
 
 def describe(runs: list[PlannedRun], spec: SweepSpec) -> str:
-    """The dry run's table: run id, label, N, D, C and the FLOPs of each run."""
+    """The dry run's table: run id, part (when the spec has parts), label, N, D, C and the FLOPs of each run."""
     width = max([len(r.run_id) for r in runs] + [6]) + 2
-    lines = [f"{'run id':<{width}}{'label':<28}{'N_nonemb':>10}{'N_total':>10}{'D':>10}{'C':>10}"]
+    part = max([len(r.part) for r in runs if r.part] + [2]) + 2 if any(r.part for r in runs) else 0
+    lines = [f"{'run id':<{width}}{'part' if part else '':<{part}}{'label':<28}{'N_nonemb':>10}{'N_total':>10}"
+             f"{'D':>10}{'C':>10}"]
     for r in runs:
-        lines.append(f"{r.run_id:<{width}}{r.label:<28}{r.n_params_non_embedding:>10.3g}{r.n_params:>10.3g}"
-                     f"{r.tokens:>10.3g}{r.flops:>10.3g}")
+        lines.append(f"{r.run_id:<{width}}{r.part or '':<{part}}{r.label:<28}{r.n_params_non_embedding:>10.3g}"
+                     f"{r.n_params:>10.3g}{r.tokens:>10.3g}{r.flops:>10.3g}")
     lines.append(f"{len(runs)} runs, {sum(r.flops for r in runs):.3g} training FLOPs in all")
     return "\n".join(lines)
 
