@@ -1,6 +1,7 @@
 """From a sweep's rows to fitted laws per curve label, and each label against a baseline label.
 
-Per label (`fit_rows`: finished runs at their best learning rate, final validation loss):
+Per label (`fit_rows`: finished runs at their best learning rate, final validation loss; the seeds of one config
+enter as one point, their mean loss):
 - loss vs training compute C, on the compute frontier: per compute level (the IsoFLOP budget when a row has one,
   else C to 3 significant digits) only the run with the lowest loss, since at one compute level only the best
   allocation of it says what that compute buys;
@@ -27,6 +28,7 @@ from bitnet_jax.scaling.fit import fit_chinchilla, fit_isoflop, fit_power_law
 
 ENERGY = "energy_per_token_7nm_j"
 MIN_DRAWS = 10  # fewer usable bootstrap draws than this give no interval
+TOKENS_MATCH = 0.05  # token counts this close (relative) count as the same budget in per-size loss gaps
 UNSTABLE = "point estimate outside its bootstrap interval: the fit is unstable"
 SELECTION = {
     "loss_vs_compute": "lowest loss per compute level (budget, else C to 3 significant digits)",
@@ -93,6 +95,16 @@ def compute_level(row: dict) -> float:
     return float(row["budget"]) if row["budget"] else float(f"{row['flops']:.2e}")
 
 
+def seed_means(rows: list[dict]) -> list[dict]:
+    """One point per config trained with several seeds: the first seed's row with the mean final validation loss
+    (and `seeds`, how many it averages); in first-seen order."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["label"], r["d_model"], r["n_layers"], r["d_ff"], r["tokens"], r["budget"], r["lr"]),
+                          []).append(r)
+    return [{**rs[0], "final_val_loss": _mean_loss(rs), "seeds": len(rs)} for rs in groups.values()]
+
+
 def lowest_loss_per(rows: list[dict], key) -> list[dict]:
     """Of the rows sharing key(row), the one with the lowest final validation loss; in first-seen order."""
     best: dict = {}
@@ -110,12 +122,13 @@ def analyse(rows: list[dict], *, baseline: str = "fp16", bootstrap: int = 200, c
     ncol = n_column(n_with_embeddings)
     by_label = {label: [r for r in fit_rows(rows) if r["label"] == label] for label in labels_of(fit_rows(rows),
                                                                                                   baseline)}
+    points = {label: seed_means(rs) for label, rs in by_label.items()}
     for i, (label, rs) in enumerate(by_label.items()):
         result.fits[label], result.run_ids[label] = {}, {}
         # a seed per label: ratios pair the i-th resample of two labels, which must be drawn independently (the
         # same weights on the same sizes would make the pair's errors move together and the interval too narrow)
         options = {"bootstrap": bootstrap, "seed": seed + i, "ci": ci}
-        for law, used, fit in _laws(rs, ncol, options):
+        for law, used, fit in _laws(points[label], ncol, options):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
@@ -186,15 +199,22 @@ def compare(rows: list[dict], base_rows: list[dict], fits: dict, base_fits: dict
 
 
 def loss_gaps(rows: list[dict], base_rows: list[dict], ncol: str) -> list[dict]:
-    """Loss minus the baseline's loss for every size both ran (same shape, tokens and budget; seeds averaged)."""
+    """Loss minus the baseline's loss for every size both ran: same shape and budget, and token counts within
+    TOKENS_MATCH of each other (a recipe whose layout adds norm parameters gets a few more tokens at D = k N); seeds
+    averaged."""
     mine, base = _by_size(rows), _by_size(base_rows)
     gaps = []
-    for key in sorted(mine.keys() & base.keys(), key=lambda k: (mine[k][0][ncol], k[3] or 0)):
-        loss, base_loss = _mean_loss(mine[key]), _mean_loss(base[key])
+    for key in sorted(mine, key=lambda k: (mine[k][0][ncol], k[3] or 0)):
         d_model, n_layers, d_ff, tokens, budget = key
+        match = [k for k in base if k[:3] == key[:3] and k[4] == budget and abs(k[3] / tokens - 1) <= TOKENS_MATCH]
+        if not match:
+            continue
+        base_key = min(match, key=lambda k: abs(k[3] / tokens - 1))
+        loss, base_loss = _mean_loss(mine[key]), _mean_loss(base[base_key])
         gaps.append({"d_model": d_model, "n_layers": n_layers, "d_ff": d_ff, "N": mine[key][0][ncol],
-                     "tokens": tokens, "budget": budget, "loss": loss, "baseline_loss": base_loss,
-                     "gap": loss - base_loss, "runs": len(mine[key]), "baseline_runs": len(base[key])})
+                     "tokens": tokens, "baseline_tokens": base_key[3], "budget": budget, "loss": loss,
+                     "baseline_loss": base_loss, "gap": loss - base_loss, "runs": len(mine[key]),
+                     "baseline_runs": len(base[base_key])})
     return gaps
 
 

@@ -62,15 +62,16 @@ def _row(run_dir: Path, r) -> dict:
         "energy_per_token_45nm_j": inference_energy(model, cfg.recipe, node="45nm")["total"],
         "wall_s": s.get("wall_s"), "best_lr": False, "data_entropy_floor": s.get("data_entropy_floor"),
         "eval": s.get("eval"),  # bitnet_jax.eval results, when the sweep has an eval section
-        "lr_rivals": _without_lr(cfg),  # runs with equal values differ only in learning rate
+        "lr_rivals": _without_lr(cfg),  # runs with equal values differ only in learning rate and seed
     }
 
 
 def mark_best_lr(rows: list[dict]) -> str:
-    """Among finished runs that differ only in learning rate, flag the one with the lowest loss on the tuning split
-    (the validation loss, which the report shows, then stays an unbiased estimate). Runs without a tuning loss (a
-    sweep with data.tune_fraction=0, or runs from before the split existed) are chosen on the validation loss.
-    Returns how the choice was made: tune, val, or none (no run has a rival learning rate)."""
+    """Among finished runs that differ only in learning rate and seed, flag every seed of the learning rate with the
+    lowest mean loss over its seeds on the tuning split (the validation loss, which the report shows, then stays an
+    unbiased estimate; and one choice for all seeds keeps their spread a measure of run-to-run noise). Runs without
+    a tuning loss (a sweep with data.tune_fraction=0, or runs from before the split existed) are chosen on the
+    validation loss. Returns how the choice was made: tune, val, or none (no run has a rival learning rate)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["status"] == "finished" and r["final_val_loss"] is not None:
@@ -81,8 +82,13 @@ def mark_best_lr(rows: list[dict]) -> str:
     for members in groups.values():
         on_tune = all(r["final_tune_loss"] is not None for r in members)
         metric = "final_tune_loss" if on_tune else "final_val_loss"
-        min(members, key=lambda r: r[metric])["best_lr"] = True
-        if len(members) > 1:
+        by_lr: dict = {}
+        for r in members:
+            by_lr.setdefault(r["lr"], []).append(r[metric])
+        best = min(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
+        for r in members:
+            r["best_lr"] = r["lr"] == best
+        if len(by_lr) > 1:
             used.add("tune" if on_tune else "val")
     return "val" if "val" in used else ("tune" if used else "none")
 
@@ -90,7 +96,7 @@ def mark_best_lr(rows: list[dict]) -> str:
 def _without_lr(cfg) -> str:
     flat = config_lib.flat_dict(cfg)
     return repr(sorted((k, repr(v)) for k, v in flat.items()
-                       if k not in ("train.lr", "train.lr_stage2") and not k.startswith("tracking.")))
+                       if k not in ("train.lr", "train.lr_stage2", "train.seed") and not k.startswith("tracking.")))
 
 
 def eval_metrics(row: dict) -> dict[str, float | None]:

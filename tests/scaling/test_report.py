@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bitnet_jax.errors import UserError
-from bitnet_jax.scaling.analysis import UNSTABLE, analyse, compare, fit_rows
+from bitnet_jax.scaling.analysis import UNSTABLE, analyse, compare, fit_rows, loss_gaps
 from bitnet_jax.scaling.fit import PowerLaw
 from bitnet_jax.scaling.plots import label_colors, loss_figure, training_figure
 from bitnet_jax.scaling.report import ReportSettings, render, write_fits, write_report
@@ -153,6 +153,31 @@ def test_isoflop_budget_with_its_minimum_outside_its_sizes_is_reported():
     assert result.fits["fp16"]["isoflop"].out_of_range == (1e21,)
     text = render(rows, result, ReportSettings(name="iso"), [])
     assert "budgets 1e+21: vertex outside the sizes sampled, left out of N_opt(C)" in text
+
+
+def test_loss_gap_pairs_sizes_whose_token_counts_differ_by_a_few_percent():
+    """At D = 20 N a faq-layout recipe has a few more parameters (norms) than fp16, hence a few more tokens: still the
+    same size; seeds are averaged; a size only one side ran, or a budget 10 % apart, has no gap."""
+    ncol = "n_params_non_embedding"
+    base = [row("fp16", 1000, 2.0, tokens=20000), row("fp16", 2000, 1.5, tokens=40000),
+            row("fp16", 4000, 1.2, tokens=80000)]
+    mine = [row("bitnet_b158", 1000, 2.3, tokens=20100, seed=0), row("bitnet_b158", 1000, 2.5, tokens=20100, seed=1),
+            row("bitnet_b158", 2000, 1.8, tokens=44000), row("bitnet_b158", 8000, 1.1, tokens=160000)]
+    [gap] = loss_gaps(mine, base, ncol)
+    assert (gap["N"], gap["tokens"], gap["baseline_tokens"], gap["runs"]) == (1000, 20100, 20000, 2)
+    assert gap["gap"] == pytest.approx(2.4 - 2.0)
+
+
+def test_seeds_of_one_config_enter_a_fit_as_one_point_at_their_mean():
+    """Two seeds per size, one unlucky: the L(N) fit uses the mean of each pair (an exact law), not the lower one."""
+    rows = []
+    for n in SIZES:
+        loss = E + A * n ** -ALPHA
+        rows += [row("fp16", n, loss + 0.05, seed=0, run_id=f"a{n:.0f}"),
+                 row("fp16", n, loss - 0.05, seed=1, run_id=f"b{n:.0f}")]
+    fit = analyse(rows, bootstrap=0).fits["fp16"]["loss_vs_params"]
+    assert fit.n_points == len(SIZES)
+    assert fit.E == pytest.approx(E, rel=0.02) and fit.alpha == pytest.approx(ALPHA, rel=0.02)
 
 
 # ---------------------------------------------------------------- withheld comparisons

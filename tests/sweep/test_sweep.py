@@ -109,11 +109,41 @@ def test_recipe_variants_are_labelled_curves_with_unique_readable_ids(tmp_path):
     ({"baseline": "fp32"}, "baseline: 'fp32' is not a label"),
     ({"recipes": ["fp16", {"name": "bitnet_b158", "stee": "clipped"}]}, "unknown recipe field(s) stee"),
     ({"family": {"sizes": [SIZES[0], SIZES[0]], "base": {"seq_len": 16}}}, "would train the same config"),
+    ({"parts": [{"name": "a", "sedes": [1]}]}, "parts.a.sedes: a part may change only family, budget, lr"),
+    ({"parts": [{"name": "a"}, {"name": "a"}]}, "two parts are named 'a'"),
+    ({"parts": [{"name": "a", "lr": {"bitnet": 1e-3}}]}, "parts.a: lr.bitnet: not a label"),
+    ({"parts": [{"name": "a", "budget": {"tokens": 10, "tokens_per_param": 2}}]}, "parts.a: budget: give exactly"),
+    ({"parts": [{"seeds": [1]}]}, "parts[0]: each part is a mapping with a name"),
+    ({"parts": []}, "parts: expected a list"),
 ])
 def test_bad_specs_are_one_line(tmp_path, changes, message):
     with pytest.raises(ConfigError) as e:
         sweep.load(write_spec(tmp_path / "s.yaml", **changes))
     assert message in str(e.value) and "\n" not in str(e.value) and "s.yaml" in str(e.value)
+
+
+def test_parts_plan_the_union_of_their_runs(tmp_path):
+    """A grid and two seeds at the small size, one learning rate at the large one: each part keeps the top level's
+    family base and recipes, adds its lr per label, replaces seeds; a run two parts plan alike is trained once."""
+    spec = sweep.load(write_spec(tmp_path / "s.yaml", lr={"fp16": [1e-3, 2e-3], "bitnet_b158": [2e-3, 4e-3]}, parts=[
+        {"name": "grid", "family": {"sizes": [SIZES[0]]}},
+        {"name": "seeds", "family": {"sizes": [SIZES[0]]}, "seeds": [0, 1]},
+        {"name": "large", "family": {"sizes": [SIZES[1]]}, "lr": {"fp16": 1.5e-3, "bitnet_b158": 3e-3}}]))
+    runs = sweep.expand(spec)
+    plan = {(r.part, r.label, r.config.model.d_model, r.config.train.lr, r.config.train.seed) for r in runs}
+    assert len(runs) == len(plan) == 4 + 4 + 2  # seeds part: its seed-0 runs are the grid's, planned once
+    assert {p[0] for p in plan if p[2] == 16 and p[4] == 0} == {"grid"}
+    assert {p for p in plan if p[0] == "seeds"} == {("seeds", lb, 16, lr, 1) for lb, lrs in
+                                                    (("fp16", (1e-3, 2e-3)), ("bitnet_b158", (2e-3, 4e-3)))
+                                                    for lr in lrs}
+    assert {p for p in plan if p[0] == "large"} == {("large", "fp16", 32, 1.5e-3, 0),
+                                                    ("large", "bitnet_b158", 32, 3e-3, 0)}
+    assert all(r.config.model.seq_len == 16 for r in runs) and len({r.run_id for r in runs}) == len(runs)
+    table = sweep.spec.describe(runs, spec)
+    assert table.splitlines()[0].split()[:3] == ["run", "id", "part"] and " large " in table
+    targets = sweep.load(write_spec(tmp_path / "t.yaml", parts=[
+        {"name": "t", "family": {"n_min": 3e4, "n_max": 3e4, "n_sizes": 1, "aspect_ratio": 32, "head_dim": 16}}]))
+    assert {r.config.model.d_model for r in sweep.expand(targets)} == {48}  # size_family: d = 48 for 3e4
 
 
 def test_malformed_spec(tmp_path, capsys):
@@ -256,12 +286,24 @@ def test_a_killed_run_shows_as_stopped(tmp_path):
 
 def test_best_lr_is_picked_on_the_tuning_split():
     base = {"label": "x", "status": "finished", "lr_rivals": "k"}
-    rows = [{**base, "run_id": "a", "final_tune_loss": 2.0, "final_val_loss": 1.0},
-            {**base, "run_id": "b", "final_tune_loss": 1.5, "final_val_loss": 1.2}]
+    rows = [{**base, "run_id": "a", "lr": 1e-3, "final_tune_loss": 2.0, "final_val_loss": 1.0},
+            {**base, "run_id": "b", "lr": 2e-3, "final_tune_loss": 1.5, "final_val_loss": 1.2}]
     assert mark_best_lr(rows) == "tune" and [r["best_lr"] for r in rows] == [False, True]
     for r in rows:
         r["final_tune_loss"] = None  # no tuning split: chosen on the reported split, and said so
     assert mark_best_lr(rows) == "val" and [r["best_lr"] for r in rows] == [True, False]
+
+
+def test_best_lr_is_one_choice_for_all_seeds_on_their_mean_tuning_loss():
+    """Seed 0 alone would pick lr 1e-3 and seed 1 alone 2e-3; the means (1.55 vs 1.5) pick 2e-3 for both seeds."""
+    base = {"label": "x", "status": "finished", "lr_rivals": "k", "final_val_loss": 1.0}
+    rows = [{**base, "run_id": "a0", "lr": 1e-3, "final_tune_loss": 1.4},
+            {**base, "run_id": "a1", "lr": 1e-3, "final_tune_loss": 1.7},
+            {**base, "run_id": "b0", "lr": 2e-3, "final_tune_loss": 1.45},
+            {**base, "run_id": "b1", "lr": 2e-3, "final_tune_loss": 1.55},
+            {**base, "run_id": "other", "lr_rivals": "j", "lr": 1e-3, "final_tune_loss": 9.0}]
+    assert mark_best_lr(rows) == "tune"
+    assert [r["run_id"] for r in rows if r["best_lr"]] == ["b0", "b1", "other"]
 
 
 class FakeJob:
