@@ -96,13 +96,14 @@ def compute_level(row: dict) -> float:
 
 
 def seed_means(rows: list[dict]) -> list[dict]:
-    """One point per config trained with several seeds: the first seed's row with the mean final validation loss
-    (and `seeds`, how many it averages); in first-seen order."""
+    """One point per config trained with several seeds: the first seed's row with the mean final validation loss,
+    `seeds` (how many it averages) and `run_ids` (theirs); in first-seen order."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["label"], r["d_model"], r["n_layers"], r["d_ff"], r["tokens"], r["budget"], r["lr"]),
                           []).append(r)
-    return [{**rs[0], "final_val_loss": _mean_loss(rs), "seeds": len(rs)} for rs in groups.values()]
+    return [{**rs[0], "final_val_loss": _mean_loss(rs), "seeds": len(rs), "run_ids": [r["run_id"] for r in rs]}
+            for rs in groups.values()]
 
 
 def lowest_loss_per(rows: list[dict], key) -> list[dict]:
@@ -133,7 +134,7 @@ def analyse(rows: list[dict], *, baseline: str = "fp16", bootstrap: int = 200, c
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     result.fits[label][law] = fit(used)
-                result.run_ids[label][law] = [r["run_id"] for r in used]
+                result.run_ids[label][law] = [i for r in used for i in r["run_ids"]]
             except ValueError as e:
                 result.notes.append(f"{label}: {law} not fitted ({SELECTION[law]}, {len(used)} points): {e}")
     if baseline not in by_label:

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from bitnet_jax.scaling.analysis import Analysis, labels_of, law_text, n_column, short_number  # noqa: E402
+from bitnet_jax.scaling.analysis import Analysis, labels_of, law_text, n_column, seed_means, short_number  # noqa: E402
 
 BASELINE_COLOR = "black"
 EMA_DECAY = 0.9  # smoothing of the logged training loss: a window of about 10 logged steps
@@ -66,13 +66,14 @@ def loss_figure(rows: list[dict], analysis: Analysis, axis: str):
     colors = label_colors(labels, analysis.baseline)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     band_label = f"{round(100 * analysis.ci, 6):g} % bootstrap band"
-    hollow_label = "not on the frontier (not fitted)"
+    hollow_label = "single runs: off the frontier, or one seed of a fitted mean"
     for label in labels:
         rs = [r for r in rows if r["label"] == label]
         used = set(analysis.run_ids.get(label, {}).get(f"loss_vs_{axis}", ()))
         c = colors[label]
-        on = [r for r in rs if r["run_id"] in used or not used]
-        off = [r for r in rs if used and r["run_id"] not in used]
+        on = seed_means([r for r in rs if r["run_id"] in used or not used])  # the points fitted: seeds averaged
+        averaged = {i for p in on if p["seeds"] > 1 for i in p["run_ids"]}
+        off = [r for r in rs if (used and r["run_id"] not in used) or r["run_id"] in averaged]
         ax.scatter(_col(on, column), _col(on, "final_val_loss"), color=c, s=22, zorder=3, label=label)
         if off:
             ax.scatter(_col(off, column), _col(off, "final_val_loss"), facecolors="none", edgecolors=c, s=22,

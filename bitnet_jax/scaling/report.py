@@ -176,7 +176,7 @@ def _fit_lines(analysis: Analysis, rows: list[dict]) -> list[str]:
             d = fit.to_dict()
             cells = ", ".join(f"{p} = {_num(d.get(p))}{_interval(d.get('intervals', {}).get(p))}"
                               for p in PARAMS[law] if p in d)
-            used = f"{fit.n_points} of {runs} runs ({SELECTION[law]})"
+            used = f"{fit.n_points} points from {runs} runs ({SELECTION[law]}; seeds averaged)"
             status = ""
             if law in VARIABLE:
                 status = f"; curve `{law_text(fit, VARIABLE[law])}`" + (

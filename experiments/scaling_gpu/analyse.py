@@ -1,0 +1,58 @@
+"""The study's joint effective-parameter fit, from its results table (bitnet_jax.scaling.joint):
+
+    python experiments/scaling_gpu/analyse.py [RESULTS_CSV] [OUT_JSON]
+
+L = E + A (rho_r N)^-alpha [+ B D^-beta] over every label at its chosen learning rate (seeds averaged), rho_fp16 = 1,
+and rho per size bucket (does rho change with N?). Defaults: experiments/scaling_gpu/results.csv ->
+experiments/scaling_gpu/joint.json.
+"""
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bitnet_jax.scaling.analysis import fit_rows, seed_means
+from bitnet_jax.scaling.joint import fit_joint, rho_by_size
+
+HERE = Path(__file__).parent
+BOOTSTRAP = 100
+
+
+def load(path: Path) -> list[dict]:
+    numeric = ("n_params_non_embedding", "tokens", "final_val_loss", "lr", "d_model", "n_layers", "d_ff")
+    rows = []
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            r.update({k: float(r[k]) if r[k] else None for k in numeric})
+            r.update(best_lr=r["best_lr"] == "True", budget=float(r["budget"]) if r["budget"] else None)
+            rows.append(r)
+    return rows
+
+
+def summary(fit) -> dict:
+    keep = ("E", "A", "alpha", "B", "beta", "rho", "form", "n_points", "intervals", "buckets", "drift")
+    return {k: v for k, v in fit.to_dict().items() if k in keep}
+
+
+def main() -> None:
+    results = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.csv"
+    out = Path(sys.argv[2]) if len(sys.argv) > 2 else HERE / "joint.json"
+    points = seed_means(fit_rows(load(results)))
+    cols = {k: np.array([p[k] for p in points]) for k in ("n_params_non_embedding", "tokens", "final_val_loss")}
+    labels = np.array([p["label"] for p in points])
+    args = (cols["n_params_non_embedding"], cols["tokens"], cols["final_val_loss"], labels)
+    t0 = time.time()
+    joint = fit_joint(*args, bootstrap=BOOTSTRAP, seed=0)
+    by_size = rho_by_size(*args, buckets=2, bootstrap=BOOTSTRAP, seed=1)
+    report = {"results": str(results), "points": len(points), "bootstrap": BOOTSTRAP,
+              "joint": summary(joint), "rho_by_size": summary(by_size), "seconds": round(time.time() - t0, 1)}
+    out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
