@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Run or resume sweeps/scaling_gpu.yaml inside one call of the lent GPU machine (10-minute limit per call).
+# Run or resume sweeps/NAME.yaml (default scaling_gpu) inside one call of the lent GPU machine (10-minute limit).
 #
-#   bash experiments/scaling_gpu/device_run.sh [SECONDS]    (the script ends within SECONDS, default 540)
+#   bash experiments/scaling_gpu/device_run.sh [SECONDS] [NAME]    (ends within SECONDS, default 540)
 #
-# Finished runs travel between calls as $OUT/scaling_gpu.tar.gz, carried back as runs/state/scaling_gpu.tar.gz
+# Finished runs travel between calls as $OUT/NAME.tar.gz, carried back as runs/state/NAME.tar.gz
 # (without checkpoints). A run the deadline interrupts resumes from its checkpoint when the next call finds the same
 # machine still warm, and starts again otherwise (its checkpoints are too large to carry).
 set -u
-name=scaling_gpu
+name=${2:-scaling_gpu}
 deadline=$(( $(date +%s) + ${1:-540} ))
 out=${OUT:-/tmp/$name}
 mkdir -p "$out" runs
