@@ -3,7 +3,9 @@
     python experiments/scaling_gpu/analyse.py [RESULTS_CSV] [OUT_JSON]
 
 L = E + A (rho_r N)^-alpha [+ B D^-beta] over every label at its chosen learning rate (seeds averaged), rho_fp16 = 1,
-and rho per size bucket (does rho change with N?). Defaults: experiments/scaling_gpu/results.csv ->
+and rho per size bucket (does rho change with N?); and the learning-rate rule for the sizes past the grid: per
+label, a least-squares line through log LR* against log N over the grid sizes, extrapolated and rounded to the
+nearest 1e-3 x 2^k. Defaults: experiments/scaling_gpu/results.csv ->
 experiments/scaling_gpu/joint.json.
 """
 
@@ -20,6 +22,7 @@ from bitnet_jax.scaling.joint import fit_joint, rho_by_size
 
 HERE = Path(__file__).parent
 BOOTSTRAP = 100
+LARGE_SIZES = (6.24e6, 1.24e7, 2.13e7)  # the family's sizes past the grid (d256 L8, d320 L10, d384 L12)
 
 
 def load(path: Path) -> list[dict]:
@@ -38,6 +41,20 @@ def summary(fit) -> dict:
     return {k: v for k, v in fit.to_dict().items() if k in keep}
 
 
+def lr_rule(points: list[dict]) -> dict:
+    """label -> the fitted LR* trend over the grid sizes and its extrapolation to LARGE_SIZES."""
+    out = {}
+    for label in dict.fromkeys(p["label"] for p in points):
+        mine = [p for p in points if p["label"] == label]
+        x = np.log([p["n_params_non_embedding"] for p in mine])
+        y = np.log2([p["lr"] / 1e-3 for p in mine])
+        slope, intercept = np.polyfit(x, y, 1)
+        out[label] = {"grid_best": {f"{p['n_params_non_embedding']:.3g}": p["lr"] for p in mine},
+                      "slope_log2_lr_per_log_n": float(slope),
+                      "large": {f"{n:.3g}": 1e-3 * 2.0 ** round(intercept + slope * np.log(n)) for n in LARGE_SIZES}}
+    return out
+
+
 def main() -> None:
     results = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.csv"
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else HERE / "joint.json"
@@ -48,7 +65,7 @@ def main() -> None:
     t0 = time.time()
     joint = fit_joint(*args, bootstrap=BOOTSTRAP, seed=0)
     by_size = rho_by_size(*args, buckets=2, bootstrap=BOOTSTRAP, seed=1)
-    report = {"results": str(results), "points": len(points), "bootstrap": BOOTSTRAP,
+    report = {"results": str(results), "points": len(points), "bootstrap": BOOTSTRAP, "lr_rule": lr_rule(points),
               "joint": summary(joint), "rho_by_size": summary(by_size), "seconds": round(time.time() - t0, 1)}
     out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(json.dumps(report, indent=2, default=float))
