@@ -222,13 +222,17 @@ def _part_spec(spec: SweepSpec, part: dict) -> SweepSpec:
     label; its budget, lr_grid and seeds replace the top level's."""
     hints = typing.get_type_hints(SweepSpec)
     try:
+        if "lr" in part and "lr_grid" in part:
+            raise ConfigError("lr and lr_grid: give one (lr per recipe, or one grid for all recipes)")
+        if "family" in part and not isinstance(part["family"], dict):
+            raise ConfigError(f"family: expected a mapping, got {part['family']!r}")
         changes = {key: _parse(key, part[key], hints) for key in ("budget", "lr", "lr_grid", "seeds") if key in part}
         if "lr" in part:
             changes.update(lr={**spec.lr, **changes["lr"]}, lr_grid=())
         if "lr_grid" in part:
             changes["lr"] = {}
         if "family" in part:
-            given = part["family"] if isinstance(part["family"], dict) else {}
+            given = part["family"]
             family = dataclasses.asdict(spec.family)
             if "sizes" in given:
                 family.update(n_min=None, n_max=None)

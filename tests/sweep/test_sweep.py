@@ -115,6 +115,8 @@ def test_recipe_variants_are_labelled_curves_with_unique_readable_ids(tmp_path):
     ({"parts": [{"name": "a", "budget": {"tokens": 10, "tokens_per_param": 2}}]}, "parts.a: budget: give exactly"),
     ({"parts": [{"seeds": [1]}]}, "parts[0]: each part is a mapping with a name"),
     ({"parts": []}, "parts: expected a list"),
+    ({"parts": [{"name": "a", "family": [SIZES[0]]}]}, "parts.a: family: expected a mapping"),
+    ({"parts": [{"name": "a", "lr": {"fp16": 1e-3}, "lr_grid": [1e-3]}]}, "parts.a: lr and lr_grid: give one"),
 ])
 def test_bad_specs_are_one_line(tmp_path, changes, message):
     with pytest.raises(ConfigError) as e:
