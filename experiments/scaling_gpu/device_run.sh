@@ -3,9 +3,10 @@
 #
 #   bash experiments/scaling_gpu/device_run.sh [SECONDS] [NAME]    (ends within SECONDS, default 540)
 #
-# Finished runs travel between calls as $OUT/NAME.tar.gz, carried back as runs/state/NAME.tar.gz
-# (without checkpoints). A run the deadline interrupts resumes from its checkpoint when the next call finds the same
-# machine still warm, and starts again otherwise (its checkpoints are too large to carry).
+# Finished runs travel between calls as $OUT/NAME.tar.gz (without checkpoints); copy it over
+# experiments/scaling_gpu/state/NAME.tar.gz and commit it, and the next call (or session) starts from it. A run the
+# deadline interrupts resumes from its checkpoint when the next call finds the same machine still warm, and starts
+# again otherwise (its checkpoints are too large to carry).
 set -u
 name=${2:-scaling_gpu}
 deadline=$(( $(date +%s) + ${1:-540} ))
@@ -17,8 +18,8 @@ cli="python -m bitnet_jax.cli"
 date -u; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 if [ -d runs/$name ]; then
   echo "warm machine: continuing runs/$name"
-elif [ -f runs/state/$name.tar.gz ]; then
-  tar xzf runs/state/$name.tar.gz
+elif [ -f experiments/scaling_gpu/state/$name.tar.gz ]; then
+  tar xzf experiments/scaling_gpu/state/$name.tar.gz
 fi
 start=$(date +%s)
 $cli sweep sweeps/$name.yaml --out runs/$name --dry-run | sed -n '/jobs (executor/,$p'
