@@ -173,12 +173,43 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class MeshConfig:
+    """How one run spreads over the devices it sees: a jax.sharding mesh with axes data (batch), fsdp (batch, and
+    parameters and AdamW state sharded) and tensor (attention heads and MLP width); -1 = the devices left over."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+    def __post_init__(self):
+        sizes = (self.data, self.fsdp, self.tensor)
+        if any(v == 0 or v < -1 for v in sizes) or sizes.count(-1) > 1:
+            raise ConfigError(f"mesh: data={self.data}, fsdp={self.fsdp}, tensor={self.tensor}: each must be a "
+                              f"positive number of devices, and at most one -1 (the devices left over)")
+
+    def shape(self, n_devices: int) -> tuple[int, int, int]:
+        """(data, fsdp, tensor) on `n_devices` devices, -1 resolved; a one-line error when they do not fit."""
+        sizes = [self.data, self.fsdp, self.tensor]
+        fixed = math.prod(v for v in sizes if v != -1)
+        if -1 in sizes:
+            if n_devices % fixed:
+                raise ConfigError(f"mesh: {n_devices} device(s) cannot be split into data x fsdp x tensor with "
+                                  f"{fixed} device(s) fixed; set sizes whose product divides {n_devices}")
+            sizes[sizes.index(-1)] = n_devices // fixed
+        elif fixed > n_devices:
+            raise ConfigError(f"mesh: data x fsdp x tensor = {fixed} device(s), but this process sees {n_devices}; "
+                              f"lower the mesh sizes")
+        return tuple(sizes)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     recipe: Recipe = field(default_factory=lambda: recipes.get("bitnet_b158"))
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -186,13 +217,15 @@ class RunConfig:
         return out
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "tracking": TrackingConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "tracking": TrackingConfig,
+            "mesh": MeshConfig}
 
 # What a resumed run may change: its length (the schedule follows the new train.steps), how it is tracked, logged,
-# evaluated and checkpointed, and how batches reach the device (the batches themselves stay the same).
+# evaluated and checkpointed, how batches reach the devices and how the devices share the run (the batches
+# themselves stay the same).
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.eval_batches", "train.log_every", "train.ckpt_every",
                      "train.keep_checkpoints", "train.steps_per_call", "tracking.*", "data.cache", "data.cache_dir",
-                     "data.on_device", "data.device_max_tokens")
+                     "data.on_device", "data.device_max_tokens", "mesh.*")
 # The per-run values of runs that can train together in one vmapped group (they live in the train state or select
 # the batches and initial weights); everything else must be equal.
 PER_RUN_VALUES = ("train.lr", "train.lr_stage2", "train.weight_decay", "train.weight_decay_stage2", "train.seed",

@@ -7,6 +7,9 @@ metrics.jsonl, summary.json, ckpt/): a run that diverges is recorded `diverged` 
 the others go on, and a job killed at any moment resumes every run from its own last checkpoint. Logging,
 evaluation and checkpoints happen at call boundaries, on the same steps as with one step per call.
 
+A job spreads over the devices it sees as `mesh:` says (train/sharding.py: data, fsdp and tensor axes; default: all
+of them on data); on one device that is a mesh of one.
+
 SIGINT or SIGTERM stops a job at its next call boundary: every run saves a checkpoint and is marked `interrupted`.
 """
 
@@ -29,6 +32,7 @@ from bitnet_jax.errors import ConfigError
 from bitnet_jax.train.member import Member, bits_per_byte
 from bitnet_jax.train.optim import schedule_values
 from bitnet_jax.train.runtime import GracefulStop, check_deterministic, enable_compile_cache
+from bitnet_jax.train.sharding import Layout, make_mesh
 from bitnet_jax.train.state import build_model, build_training, compute_dtype
 from bitnet_jax.train.step import METRICS, FlatModel, make_eval_step, make_train_call
 
@@ -99,6 +103,11 @@ class _Job:
         self.members, self.stop = members, stop
         cfg = members[0].cfg
         t, self.group = cfg.train, len(members)
+        mesh = make_mesh(cfg.mesh)
+        ways = mesh.shape["data"] * mesh.shape["fsdp"]
+        if t.batch_size % ways:
+            raise ConfigError(f"train.batch_size={t.batch_size} does not split over mesh data x fsdp = {ways} "
+                              f"devices; use a multiple of {ways}")
         data = load_token_data(cfg.data, seq_len=cfg.model.seq_len)
         if cfg.model.vocab_size < data.vocab_size:
             raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the {cfg.data.tokenizer} "
@@ -125,15 +134,17 @@ class _Job:
             m.restored(m.latest or 0, meta)
             m.tracker = _tracker(m, meta)
             states.append(state)
-        self.state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+        first = trainings[0]
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+        self.layout = Layout.of(mesh, first.model.param_def, stacked, first.optimizer)
+        self.state = jax.device_put(stacked, self.layout.state)
         self.alive = [True] * self.group
         self.active = jnp.ones((self.group,), bool)
-        first = trainings[0]
         self.batches = TrainBatches(data.train, [m.cfg.data.seed for m in members], t.batch_size,
                                     cfg.model.seq_len, cfg.data.on_device, cfg.data.device_max_tokens,
                                     self.steps_per_call)
         self.call = make_train_call(first.model, first.optimizer, first.hyperparams, self.group, self.steps_per_call,
-                                    self.batches.draw)
+                                    self.batches.draw, self.layout)
         eval_model = FlatModel.split(build_model(cfg, inference=True, abstract=True))[0]
         self.eval_fn = make_eval_step(eval_model, self.group)
 

@@ -80,7 +80,7 @@ def over_group(fn: Callable, size: int) -> Callable:
 
 
 def make_train_call(model: FlatModel, tx: optax.GradientTransformation, h: Hyperparams, group: int,
-                    steps_per_call: int, draw: Callable) -> Callable:
+                    steps_per_call: int, draw: Callable, layout=None) -> Callable:
     """call(state, active, until, data) -> (state, active, metrics, ran): up to `steps_per_call` steps of a group of
     runs in one jitted call (one dispatch, one metrics copy).
 
@@ -90,13 +90,18 @@ def make_train_call(model: FlatModel, tx: optax.GradientTransformation, h: Hyper
     its last good state and becomes inactive (diverged) while the others go on.
     `draw(data, i, steps)` gives the (group, batch, seq+1) batches of iteration i for the runs at `steps`.
     Returns metrics (steps_per_call, group, len(METRICS)) and ran (steps_per_call, group): which entries are steps.
+    `layout` (train/sharding.py): where the state stays and how each batch is split over the mesh.
     """
     step = over_group(train_step(model, tx, h), group)
+
+    def batch(data, i, steps):
+        b = draw(data, i, steps)
+        return b if layout is None else jax.lax.with_sharding_constraint(b, layout.batch(1))
 
     def call(state, active, until, data):
         def body(i, carry):
             state, active, metrics, ran = carry
-            new, m = step(state, draw(data, i, state["step"]))
+            new, m = step(state, batch(data, i, state["step"]))
             running = active & (state["step"] < until)
             ok = jnp.isfinite(m[:, 0]) & jnp.isfinite(m[:, 1])
             take = running & ok
@@ -108,7 +113,10 @@ def make_train_call(model: FlatModel, tx: optax.GradientTransformation, h: Hyper
                  jnp.zeros((steps_per_call, group), bool))
         return jax.lax.fori_loop(0, jnp.clip(behind, 0, steps_per_call), body, carry)
 
-    return jax.jit(call, donate_argnums=0)
+    if layout is None:
+        return jax.jit(call, donate_argnums=0)
+    rep = layout.replicated
+    return jax.jit(call, donate_argnums=0, out_shardings=(layout.state, rep, rep, rep))
 
 
 def make_eval_step(model: FlatModel, group: int = 1) -> Callable:
