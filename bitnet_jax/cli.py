@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tune", action="store_true", help="decode: also time a grid of dp4a tile sizes (GPU)")
     b.add_argument("--reps", type=int, help="decode: timed calls per measurement (default 50 on GPU, 2 on CPU)")
     b.add_argument("overrides", nargs="*", help="model.key=value changes to the preset shape, train.key=value to the "
-                                                 "step (e.g. train.attention=xla)")
+                                                 "step (e.g. train.attention=xla), mesh.key=value to the devices "
+                                                 "(e.g. mesh.fsdp=2)")
     b.set_defaults(func=cmd_bench, parser=b)
     d = sub.add_parser("data", help="prepare corpora: build a TFDS dataset from local text, fill the token cache",
                        description="bitnet-jax data build NAME FILES...: local text as an ArrayRecord TFDS dataset "

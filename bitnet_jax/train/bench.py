@@ -3,8 +3,9 @@
 Batches are windows of the embedded English text (byte ids, `tokens="text"`, the default) or uniform random ids
 (`tokens="random"`). Use text: the token distribution matters on a GPU (a bfloat16 embedding gradient over text,
 where a few ids repeat thousands of times per batch, once ran 30x slower than over random ids). Step time is the median over `steps` synchronised steps
-after compilation and `warmup` untimed steps; MFU = tokens/s x FLOPs per token / peak, with FLOPs per token =
-6 N_matmul + 12 L d T (`model.flops_per_token`).
+after compilation and `warmup` untimed steps; MFU = tokens/s x FLOPs per token / (peak x devices), with FLOPs per
+token = 6 N_matmul + 12 L d T (`model.flops_per_token`). `mesh.*` overrides spread the step over the devices the
+process sees as a training run does (train/sharding.py; default: all of them on data); tokens/s is the whole mesh's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bitnet_jax.data import build_token_data, check_window, train_batch
 from bitnet_jax.errors import ConfigError
 from bitnet_jax.model import ModelConfig, flops_per_token, param_counts
 from bitnet_jax.train.state import attention_impl, build_training, compute_dtype
+from bitnet_jax.train.sharding import Layout, make_mesh
 from bitnet_jax.train.step import METRICS, make_train_step
 
 PRESETS = {
@@ -51,10 +53,15 @@ def run(preset: str = "125m", recipe_names: list[str] | None = None, *,
         config_lib.apply_override(raw, item)
     parsed = config_lib.from_dict(raw, "bench")
     model_cfg, train_cfg = parsed.model, parsed.train
+    mesh = make_mesh(parsed.mesh)
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % ways:
+        raise ConfigError(f"bench: --batch {batch_size} does not split over mesh data x fsdp = {ways} devices; use "
+                          f"a multiple of {ways}")
     rows = []
     for name in names:
         batch = _batch(tokens, batch_size, model_cfg)
-        rows.append(_time_recipe(model_cfg, recipes.get(name), train_cfg, batch, steps, warmup, peak_tflops))
+        rows.append(_time_recipe(model_cfg, recipes.get(name), train_cfg, batch, steps, warmup, peak_tflops, mesh))
         rows[-1]["tokens"] = tokens
     base = next((r for r in rows if r["recipe"] == "fp16"), None)
     for r in rows:
@@ -71,12 +78,14 @@ def _batch(kind: str, batch_size: int, cfg: ModelConfig) -> jax.Array:
     return train_batch(jnp.asarray(data.train), 0, 0, batch_size, cfg.seq_len)
 
 
-def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch, steps, warmup, peak_tflops) -> dict:
+def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch, steps, warmup, peak_tflops,
+                 mesh) -> dict:
     dtype = compute_dtype(train_cfg.compute_dtype)
     attention = attention_impl(train_cfg.attention, dtype)
     training = build_training(RunConfig(recipe=recipe, model=cfg, train=dataclasses.replace(train_cfg, steps=10_000)))
-    state = training.state
-    step = make_train_step(training.model, training.optimizer, training.hyperparams)
+    layout = Layout.of(mesh, training.model.param_def, training.state, training.optimizer, leading=0)
+    state, batch = jax.device_put(training.state, layout.state), jax.device_put(batch, layout.batch(0))
+    step = make_train_step(training.model, training.optimizer, training.hyperparams, layout)
     batch_size = batch.shape[0]
     t0 = time.perf_counter()
     state, m = step(state, batch)
@@ -98,13 +107,16 @@ def _time_recipe(cfg: ModelConfig, recipe, train_cfg: TrainConfig, batch, steps,
     return {"recipe": recipe.name, "layout": cfg.resolve(recipe).layout, "n_params": counts["total"],
             "n_params_matmul": counts["matmul"], "batch": batch_size, "seq_len": cfg.seq_len,
             "dtype": jnp.dtype(dtype).name, "attention": attention, "device": jax.devices()[0].device_kind,
-            "compile_s": compile_s, "step_ms": step_s * 1e3, "step_ms_min": min(times) * 1e3,
-            "tokens_per_sec": tps, "mfu": tps * fpt / (peak_tflops * 1e12), "loss": float(m[METRICS.index("loss")])}
+            "devices": mesh.size, "mesh": dict(mesh.shape), "compile_s": compile_s, "step_ms": step_s * 1e3,
+            "step_ms_min": min(times) * 1e3, "tokens_per_sec": tps,
+            "mfu": tps * fpt / (peak_tflops * 1e12 * mesh.size), "loss": float(m[METRICS.index("loss")])}
 
 
 def table(rows: list[dict]) -> str:
     head = f"{'recipe':<20}{'layout':<10}{'params':>10}{'step ms':>10}{'tokens/s':>12}{'MFU':>8}{'vs fp16':>9}"
-    lines = [f"device: {rows[0]['device']}  batch {rows[0]['batch']} x seq {rows[0]['seq_len']}  "
+    mesh = " x ".join(f"{k} {v}" for k, v in rows[0]["mesh"].items())
+    lines = [f"device: {rows[0]['devices']} x {rows[0]['device']} (mesh {mesh})  "
+             f"batch {rows[0]['batch']} x seq {rows[0]['seq_len']}  "
              f"dtype {rows[0]['dtype']}  attention {rows[0]['attention']}  tokens {rows[0]['tokens']}", head]
     for r in rows:
         ratio = "-" if r["step_ratio_vs_fp16"] is None else f"{r['step_ratio_vs_fp16']:.3f}"

@@ -55,13 +55,13 @@ class Layout:
     replicated: NamedSharding
 
     @classmethod
-    def of(cls, mesh: Mesh, param_def, state: dict, tx: optax.GradientTransformation) -> "Layout":
-        """`param_def`: the treedef of the model's parameters (FlatModel.param_def, for their paths); `state`: the
-        group-stacked train state, whose arrays carry a leading run axis."""
+    def of(cls, mesh: Mesh, param_def, state: dict, tx: optax.GradientTransformation, leading: int = 1) -> "Layout":
+        """`param_def`: the treedef of the model's parameters (FlatModel.param_def, for their paths); `state`: a
+        train state whose arrays carry `leading` axes in front (1: a group's stacked runs; 0: one bare state)."""
         tree = jax.tree.unflatten(param_def, state["params"])
         paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-        specs = [param_spec(path, x.shape[1:], mesh) for path, x in zip(paths, state["params"], strict=True)]
-        named = [NamedSharding(mesh, P(None, *spec)) for spec in specs]
+        specs = [param_spec(path, x.shape[leading:], mesh) for path, x in zip(paths, state["params"], strict=True)]
+        named = [NamedSharding(mesh, P(*(None,) * leading, *spec)) for spec in specs]
         replicated = NamedSharding(mesh, P())
         opt = optax.tree_map_params(tx, lambda _, s: s, state["opt"], named,
                                     transform_non_params=lambda _: replicated)

@@ -66,9 +66,12 @@ def train_step(model: FlatModel, tx: optax.GradientTransformation, h: Hyperparam
     return step
 
 
-def make_train_step(model: FlatModel, tx: optax.GradientTransformation, h: Hyperparams) -> Callable:
-    """The jitted `train_step` with the state donated (the benchmark times it alone)."""
-    return jax.jit(train_step(model, tx, h), donate_argnums=0)
+def make_train_step(model: FlatModel, tx: optax.GradientTransformation, h: Hyperparams, layout=None) -> Callable:
+    """The jitted `train_step` with the state donated (the benchmark times it alone); with a `layout` (of a bare
+    state, train/sharding.py) the state keeps its shardings."""
+    if layout is None:
+        return jax.jit(train_step(model, tx, h), donate_argnums=0)
+    return jax.jit(train_step(model, tx, h), donate_argnums=0, out_shardings=(layout.state, layout.replicated))
 
 
 def over_group(fn: Callable, size: int) -> Callable:

@@ -1,5 +1,5 @@
 """Run by tests/train/test_mesh.py in a process with 4 CPU devices: tiny runs on several meshes, a run resumed on
-another mesh, and where the layout puts each array. Prints one JSON object."""
+another mesh, where the layout puts each array, and the benchmark's step on meshes. Prints one JSON object."""
 
 import json
 import sys
@@ -56,6 +56,11 @@ def main(out: str) -> None:
     result["shards"] = {k: v for k, v in shards.items() if "blocks'][0]" in k or "embed" in k}
     mu = [x for x in jax.tree.leaves(placed["opt"]) if x.ndim == 3]
     result["opt_shards"] = sorted({str(x.sharding.spec) for x in mu})
+    from bitnet_jax.train import bench
+
+    result["bench"] = {mesh: {r["recipe"]: (r["loss"], r["devices"]) for r in bench.run(
+        "tiny", ["fp16", "bitnet_b158"], batch_size=8, steps=2, warmup=1, overrides=mesh_args(mesh))}
+        for mesh in ("111", "221", "212")}
     print(json.dumps(result))
 
 

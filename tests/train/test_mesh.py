@@ -59,6 +59,14 @@ def test_parameters_and_moments_are_sharded_as_the_layout_says(mesh_result):
                                          "P(None, 'tensor', 'fsdp')"]
 
 
+def test_the_benchmark_step_runs_on_a_mesh_with_the_losses_of_one_device(mesh_result):
+    bench = mesh_result["bench"]
+    for mesh in ("221", "212"):
+        for recipe, (loss, devices) in bench[mesh].items():
+            assert devices == 4 and bench["111"][recipe][1] == 1
+            assert loss == pytest.approx(bench["111"][recipe][0], rel=RTOL)
+
+
 @pytest.mark.parametrize("mesh,devices,expected", [
     ({}, 8, (8, 1, 1)), ({"fsdp": 2}, 8, (4, 2, 1)), ({"data": 2, "tensor": -1}, 8, (2, 1, 4)),
     ({"data": 1}, 8, (1, 1, 1)),
