@@ -1,17 +1,18 @@
-"""The study's joint effective-parameter fit, from its results table (bitnet_jax.scaling.joint):
+"""The study's joint effective-parameter fit, from its results tables (bitnet_jax.scaling.joint):
 
-    python experiments/scaling_gpu/analyse.py [RESULTS_CSV] [OUT_JSON]
+    python experiments/scaling_gpu/analyse.py [--out OUT_JSON] [RESULTS_CSV ...]
 
 L = E + A (rho_r N)^-alpha [+ B D^-beta] over every label at its chosen learning rate (seeds averaged), rho_fp16 = 1,
 and rho per size bucket (does rho change with N?); and the learning-rate rule for the sizes past the grid: per
 label, a least-squares line through log LR* against log N over the grid sizes, extrapolated and rounded to the
-nearest 1e-3 x 2^k. Defaults: experiments/scaling_gpu/results.csv ->
-experiments/scaling_gpu/joint.json.
+nearest 1e-3 x 2^k (from the first table: the size sweep). Defaults: experiments/scaling_gpu/results.csv ->
+experiments/scaling_gpu/joint.json. With the IsoFLOP grid's and the width check's tables added, N and D vary
+independently and the joint fit takes its full form, L = E + A (rho_r N)^-alpha + B D^-beta.
 """
 
+import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -56,16 +57,21 @@ def lr_rule(points: list[dict]) -> dict:
 
 
 def main() -> None:
-    results = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.csv"
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else HERE / "joint.json"
-    points = seed_means(fit_rows(load(results)))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="*", type=Path, default=[HERE / "results.csv"])
+    parser.add_argument("--out", type=Path, default=HERE / "joint.json")
+    args = parser.parse_args()
+    results, out = args.results, args.out
+    points = seed_means(fit_rows([row for path in results for row in load(path)]))
     cols = {k: np.array([p[k] for p in points]) for k in ("n_params_non_embedding", "tokens", "final_val_loss")}
     labels = np.array([p["label"] for p in points])
-    args = (cols["n_params_non_embedding"], cols["tokens"], cols["final_val_loss"], labels)
+    data = (cols["n_params_non_embedding"], cols["tokens"], cols["final_val_loss"], labels)
     t0 = time.time()
-    joint = fit_joint(*args, bootstrap=BOOTSTRAP, seed=0)
-    by_size = rho_by_size(*args, buckets=2, bootstrap=BOOTSTRAP, seed=1)
-    report = {"results": str(results), "points": len(points), "bootstrap": BOOTSTRAP, "lr_rule": lr_rule(points),
+    joint = fit_joint(*data, bootstrap=BOOTSTRAP, seed=0)
+    by_size = rho_by_size(*data, buckets=2, bootstrap=BOOTSTRAP, seed=1)
+    size_sweep = seed_means(fit_rows(load(results[0])))
+    report = {"results": [str(p) for p in results], "points": len(points), "bootstrap": BOOTSTRAP,
+              "lr_rule": lr_rule(size_sweep),
               "joint": summary(joint), "rho_by_size": summary(by_size), "seconds": round(time.time() - t0, 1)}
     out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(json.dumps(report, indent=2, default=float))
