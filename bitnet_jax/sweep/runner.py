@@ -59,10 +59,10 @@ def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bo
     gpus = jobs_lib.gpu_ids()
     per_device = jobs_lib.jobs_per_gpu(runs, spec.executor, bool(gpus))
     jobs = jobs_lib.plan_jobs(runs, spec.executor, jobs_lib.device_memory(bool(gpus)), per_device)
-    slots = _slots(gpus, per_device, spec.executor.parallel)
+    slots = _slots(gpus, per_device, spec.executor.parallel, spec.executor.gpus_per_run)
     if dry_run:
         print(spec_lib.describe(runs, spec))
-        print(describe_jobs(jobs, spec, len(slots), max(1, len(gpus))))
+        print(describe_jobs(jobs, spec, len(slots), max(1, len(gpus) // spec.executor.gpus_per_run)))
         return SweepResult(out, runs, {r.run_id: run_status(out / r.run_id) for r in runs})
     if spec.eval.active:
         _check_eval_inputs(spec.eval)
@@ -123,11 +123,15 @@ def _check_data(runs: list[PlannedRun]) -> None:
                 val_batches(tokens, cfg.train.batch_size, cfg.model.seq_len, cfg.train.eval_batches, split=split)
 
 
-def _slots(gpus: list[str], per_device: int, parallel: int | None) -> list[str | None]:
-    """One entry per job that may run at once: a GPU id (repeated per_device times), or None on a CPU host."""
+def _slots(gpus: list[str], per_device: int, parallel: int | None, gpus_per_run: int = 1) -> list[str | None]:
+    """One entry per job that may run at once: the CUDA_VISIBLE_DEVICES of a set of gpus_per_run GPUs (each set
+    repeated per_device times), or None on a CPU host."""
     if not gpus:
         return [None] * (parallel or 1)
-    slots = [g for g in gpus for _ in range(per_device)]
+    if gpus_per_run > len(gpus):
+        raise ConfigError(f"executor.gpus_per_run={gpus_per_run}, but this host shows {len(gpus)} GPU(s); lower it")
+    sets = [",".join(gpus[i:i + gpus_per_run]) for i in range(0, len(gpus) - gpus_per_run + 1, gpus_per_run)]
+    slots = [g for g in sets for _ in range(per_device)]
     return slots[:parallel] if parallel else slots
 
 

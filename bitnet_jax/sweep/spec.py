@@ -53,6 +53,7 @@ class ExecutorSpec:
     group: bool = True  # runs that differ only in LR, weight decay or seed train together in one vmapped job
     max_group: int | None = None  # most runs per job; None: as many as fit the device memory estimate
     runs_per_gpu: int | None = None  # jobs sharing one GPU; None: chosen from the model sizes
+    gpus_per_run: int = 1  # GPUs each job sees (CUDA_VISIBLE_DEVICES); its runs spread over them as `mesh:` says
     stall_timeout_s: float = 3600.0  # a job that writes nothing for this long is killed and its runs marked failed
     # the dry run's time estimate: per step, a fixed overhead plus the job's FLOPs at this rate (2-core CPU: 2.5e10
     # and 0; an H200 running 0.8M-12M models: 1.8e14 and 1.3 ms, see experiments/sweep_throughput)
@@ -60,7 +61,7 @@ class ExecutorSpec:
     est_step_overhead_s: float = 0.0
 
     def __post_init__(self):
-        for name in ("parallel", "max_group", "runs_per_gpu"):
+        for name in ("parallel", "max_group", "runs_per_gpu", "gpus_per_run"):
             if (getattr(self, name) or 1) < 1:
                 raise ConfigError(f"executor.{name}={getattr(self, name)}: must be a positive integer (or null)")
         if self.stall_timeout_s <= 0 or self.est_flops_per_sec <= 0 or self.est_step_overhead_s < 0:
@@ -121,6 +122,7 @@ class SweepSpec:
     data: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     tracking: dict = field(default_factory=dict)
+    mesh: dict = field(default_factory=dict)  # the run config's mesh section (with executor.gpus_per_run > 1)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     fit: FitSpec = field(default_factory=FitSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)  # no tasks and no text: no evaluation step
@@ -177,7 +179,7 @@ def from_dict(raw: dict) -> SweepSpec:
 def _parse(key: str, value, hints: dict):
     if key in SECTIONS:
         return config_lib.build_section(SECTIONS[key], value or {}, key)
-    if key in ("data", "train", "tracking", "lr"):
+    if key in ("data", "train", "tracking", "mesh", "lr"):
         if not isinstance(value or {}, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return value or {}
@@ -375,7 +377,7 @@ def _plan(spec: SweepSpec) -> list[dict]:
                 for lr in _lrs(spec, label, name):
                     for seed in spec.seeds:
                         raw = {"recipe": _recipe_config(recipe), "model": {**spec.family.base, **size},
-                               "data": dict(spec.data), "train": dict(spec.train),
+                               "data": dict(spec.data), "train": dict(spec.train), "mesh": dict(spec.mesh),
                                "tracking": {**spec.tracking, "progress": False}}
                         cfg = config_lib.from_dict(raw, "run")
                         counts = param_counts(cfg.model, cfg.recipe)

@@ -354,6 +354,27 @@ def test_jobs_go_in_parallel_with_their_share_of_each_gpu(tmp_path, monkeypatch)
     assert max(j.started for j in log) - min(j.started for j in log) < 0.25
 
 
+def test_a_job_can_span_several_gpus_with_the_spec_mesh(tmp_path, monkeypatch):
+    """executor.gpus_per_run: each job sees a set of GPUs (CUDA_VISIBLE_DEVICES), its runs the spec's mesh."""
+    from bitnet_jax.sweep import runner
+
+    assert runner._slots(["0", "1", "2", "3"], 1, None, 2) == ["0,1", "2,3"]
+    assert runner._slots(["0", "1", "2"], 2, None, 2) == ["0,1", "0,1"]  # a GPU left over stays idle
+    with pytest.raises(ConfigError, match="gpus_per_run=2, but this host shows 1 GPU"):
+        runner._slots(["0"], 1, None, 2)
+    spec = sweep.load(write_spec(tmp_path / "s.yaml", mesh={"fsdp": 2}, executor={"gpus_per_run": 2,
+                                                                                  "group": False}))
+    runs = sweep.expand(spec)
+    assert {(r.config.mesh.data, r.config.mesh.fsdp, r.config.mesh.tensor) for r in runs} == {(-1, 2, 1)}
+    log = fake_popen(monkeypatch, {r.run_id: "finished" for r in runs})
+    for r in runs:
+        (tmp_path / "out" / r.run_id).mkdir(parents=True)
+    slots = runner._slots(["3", "5"], 1, None, 2)
+    statuses = runner._Scheduler([jobs_lib.Job((r,)) for r in runs], runs, tmp_path / "out", slots, 1,
+                                 spec).execute()
+    assert set(statuses.values()) == {"finished"} and {j.gpu for j in log} == {"3,5"}
+
+
 def test_an_interrupted_run_keeps_its_status_and_a_crash_is_failed(tmp_path, monkeypatch):
     """A run stopped by a signal records `interrupted` itself (resumed next time); a crash that recorded nothing
     is marked failed by the runner with the exit code."""
