@@ -132,7 +132,8 @@ def cmd_sweep(args, parser) -> int:
 
     _host_only()
 
-    result = sweep.run(args.spec, args.out, dry_run=args.dry_run, restart_changed=args.restart_changed)
+    parts = [p for p in args.parts.split(",") if p] if args.parts is not None else None
+    result = sweep.run(args.spec, args.out, dry_run=args.dry_run, restart_changed=args.restart_changed, parts=parts)
     if args.dry_run:
         return 0
     finished = sum(s == "finished" for s in result.statuses.values())
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", help="sweep directory (default: runs/<sweep name>)")
     w.add_argument("--dry-run", action="store_true",
                    help="print the runs (id, label, N, D, C), the jobs they group into and the estimated time")
+    w.add_argument("--parts", metavar="NAME[,NAME...]",
+                   help="train only the runs of these parts of the spec (the report still covers every run in --out)")
     w.add_argument("--restart-changed", action="store_true",
                    help="start afresh the runs whose plan differs from the run already in --out (their files are "
                         "deleted); without it such a spec is refused")

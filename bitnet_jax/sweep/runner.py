@@ -51,19 +51,25 @@ class SweepResult:
 
 
 def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bool = False,
-        restart_changed: bool = False) -> SweepResult:
-    """Run (or, with dry_run, only list) every run of the sweep, then write the results table, fits and report."""
+        restart_changed: bool = False, parts: list[str] | None = None) -> SweepResult:
+    """Run (or, with dry_run, only list) every run of the sweep, or of the named `parts` of its spec, then write the
+    results table, fits and report (of every run in the directory)."""
     spec = spec_lib.load(spec_path)
-    runs = spec_lib.expand(spec)
+    runs = _select_parts(spec_lib.expand(spec), spec, parts)
     out = Path(out_dir or Path("runs") / spec.name)
     gpus = jobs_lib.gpu_ids()
     per_device = jobs_lib.jobs_per_gpu(runs, spec.executor, bool(gpus))
     jobs = jobs_lib.plan_jobs(runs, spec.executor, jobs_lib.device_memory(bool(gpus)), per_device)
     slots = _slots(gpus, per_device, spec.executor.parallel, spec.executor.gpus_per_run)
     if dry_run:
+        statuses = {r.run_id: run_status(out / r.run_id) for r in runs}
         print(spec_lib.describe(runs, spec))
-        print(describe_jobs(jobs, spec, len(slots), max(1, len(gpus) // spec.executor.gpus_per_run)))
-        return SweepResult(out, runs, {r.run_id: run_status(out / r.run_id) for r in runs})
+        left = [Job(rest) for j in jobs if (rest := tuple(r for r in j.runs if statuses[r.run_id] not in DONE))]
+        done = len(runs) - sum(len(j.runs) for j in left)
+        if done:
+            print(f"{done} of these {len(runs)} runs are finished (or diverged) in {out}; what is left:")
+        print(describe_jobs(left, spec, len(slots), max(1, len(gpus) // spec.executor.gpus_per_run)))
+        return SweepResult(out, runs, statuses)
     if spec.eval.active:
         _check_eval_inputs(spec.eval)
     _check_data(runs)
@@ -85,6 +91,20 @@ def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bo
 
         write_reports(out)
     return SweepResult(out, runs, statuses)
+
+
+def _select_parts(runs: list[PlannedRun], spec: SweepSpec, parts: list[str] | None) -> list[PlannedRun]:
+    """The runs planned by the named parts (a run two parts plan belongs to the first), or all runs."""
+    if parts is None:
+        return runs
+    names = [p["name"] for p in spec.parts]
+    if not names:
+        raise ConfigError(f"--parts: the spec {spec.name!r} has no parts; drop --parts to run all of it")
+    unknown = [p for p in parts if p not in names] or ([] if parts else ["(none)"])
+    if unknown:
+        raise ConfigError(f"--parts {','.join(unknown)}: not a part of the spec {spec.name!r}, whose parts are "
+                          f"{', '.join(names)}")
+    return [r for r in runs if r.part in parts]
 
 
 def changed_runs(runs: list[PlannedRun], out: Path) -> list[tuple[str, list[str]]]:

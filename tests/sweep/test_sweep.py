@@ -148,6 +148,25 @@ def test_parts_plan_the_union_of_their_runs(tmp_path):
     assert {r.config.model.d_model for r in sweep.expand(targets)} == {48}  # size_family: d = 48 for 3e4
 
 
+def test_parts_option_trains_the_named_parts_and_the_dry_run_shows_what_is_left(tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.yaml", recipes=["fp16"], parts=[
+        {"name": "small", "family": {"sizes": [SIZES[0]]}}, {"name": "large", "family": {"sizes": [SIZES[1]]}}])
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "--out", str(out), "--parts", "small"]) == 0
+    assert sorted(p.name for p in out.glob("fp16_*")) == ["fp16_d16L1f32_D640_s0"]
+    assert [r["run_id"] for r in results(out)] == ["fp16_d16L1f32_D640_s0"]
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 0
+    left = capsys.readouterr().out.split("what is left:")
+    assert "1 of these 2 runs are finished" in left[0] and "1 jobs" in left[1]
+    assert "fp16_d32L1f64_D640_s0" in left[1] and "fp16_d16L1f32" not in left[1]
+    assert main(["sweep", str(spec), "--out", str(out), "--parts", "small,huge"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--parts huge: not a part of the spec 'tiny', whose parts are small, large" in err and "\n" not in err
+    assert main(["sweep", str(write_spec(tmp_path / "p.yaml")), "--parts", "small"]) == 2
+    assert "has no parts; drop --parts" in capsys.readouterr().err
+
+
 def test_malformed_spec(tmp_path, capsys):
     path = tmp_path / "s.yaml"
     path.write_text("name: x\nrecipes: [fp16\n")
