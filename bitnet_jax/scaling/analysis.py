@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bitnet_jax.scaling.bootstrap import percentile_intervals
 from bitnet_jax.scaling.fit import fit_chinchilla, fit_isoflop, fit_power_law
 
 ENERGY = "energy_per_token_7nm_j"
@@ -32,8 +33,8 @@ TOKENS_MATCH = 0.05  # token counts this close (relative) count as the same budg
 UNSTABLE = "point estimate outside its bootstrap interval: the fit is unstable"
 SELECTION = {
     "loss_vs_compute": "lowest loss per compute level (budget, else C to 3 significant digits)",
-    "loss_vs_params": "lowest loss per N",
-    "loss_vs_energy": "lowest loss per inference energy per token",
+    "loss_vs_params": "lowest loss per N, runs without a compute budget",
+    "loss_vs_energy": "lowest loss per inference energy per token, runs without a compute budget",
     "chinchilla": "every run",
     "isoflop": "every run with a compute budget",
 }
@@ -137,6 +138,10 @@ def analyse(rows: list[dict], *, baseline: str = "fp16", bootstrap: int = 200, c
                 result.run_ids[label][law] = [i for r in used for i in r["run_ids"]]
             except ValueError as e:
                 result.notes.append(f"{label}: {law} not fitted ({SELECTION[law]}, {len(used)} points): {e}")
+    if any(r["budget"] for r in fit_rows(rows)):
+        result.notes.append("L(N) and L(e) are fitted on the runs without a compute budget only (none: not fitted): "
+                            "across IsoFLOP budgets the lowest loss per N mixes token counts; Approach 2 and 3 "
+                            "describe those runs")
     if baseline not in by_label:
         result.notes.append(f"no finished runs labelled {baseline!r} (the baseline): comparisons skipped")
         return result
@@ -156,13 +161,16 @@ def _laws(rows: list[dict], ncol: str, options: dict):
         return _col(rs, "final_val_loss")
 
     yield "loss_vs_compute", lowest_loss_per(rows, compute_level), power("flops")
-    yield "loss_vs_params", lowest_loss_per(rows, lambda r: r[ncol]), power(ncol)
-    yield "loss_vs_energy", lowest_loss_per(rows, lambda r: r[ENERGY]), power(ENERGY)
+    fixed = [r for r in rows if not r["budget"]]  # across IsoFLOP budgets, the lowest loss per N mixes token counts
+    if fixed:
+        yield "loss_vs_params", lowest_loss_per(fixed, lambda r: r[ncol]), power(ncol)
+        yield "loss_vs_energy", lowest_loss_per(fixed, lambda r: r[ENERGY]), power(ENERGY)
     if _independent(np.log(_col(rows, ncol)), np.log(_col(rows, "tokens"))):
         yield "chinchilla", rows, lambda rs: fit_chinchilla(_col(rs, ncol), _col(rs, "tokens"), loss(rs), **options)
     budgeted = [r for r in rows if r["budget"]]
     if budgeted:
-        yield "isoflop", budgeted, lambda rs: fit_isoflop(_col(rs, ncol), _col(rs, "budget"), loss(rs), **options)
+        yield "isoflop", budgeted, lambda rs: fit_isoflop(_col(rs, ncol), _col(rs, "budget"), loss(rs),
+                                                          D=_col(rs, "tokens"), **options)
 
 
 def _independent(u: np.ndarray, v: np.ndarray) -> bool:
@@ -196,7 +204,39 @@ def compare(rows: list[dict], base_rows: list[dict], fits: dict, base_fits: dict
             out[key] = [_effective_params(f, g, n) for n in sorted({r[ncol] for r in rows})]
         else:
             out[key] = [_ratio_at(f, g, L) for L in _matched_losses(f, g)]
+    if fits.get("isoflop") is not None and base_fits.get("isoflop") is not None:
+        out["compute_optimal"] = compute_optimal(fits["isoflop"], base_fits["isoflop"])
     return out
+
+
+def compute_optimal(fit, base) -> list[dict]:
+    """Approach 2 against the baseline at each budget both fitted: N_opt and D_opt of each and their ratios
+    (label / baseline), with intervals from independently drawn bootstrap resamples (paired by index)."""
+    rows = []
+    for c in sorted(set(map(float, fit.budgets)) & set(map(float, base.budgets))):
+        i, j = list(fit.budgets).index(c), list(base.budgets).index(c)
+        row = {"budget": c}
+        for name, values in (("N_opt", "n_opt_per_budget"), ("D_opt", "d_opt_per_budget")):
+            mine, theirs = getattr(fit, values), getattr(base, values)
+            if mine is None or theirs is None:
+                continue
+            row[name], row[f"baseline_{name}"] = float(mine[i]), float(theirs[j])
+            draws = None
+            if values in fit.samples and values in base.samples:
+                n = min(len(fit.samples[values]), len(base.samples[values]))
+                draws = fit.samples[values][:n, i] / base.samples[values][:n, j]
+                row[f"{name}_interval"] = draw_interval(fit.samples[values][:, i], fit.ci)
+                row[f"baseline_{name}_interval"] = draw_interval(base.samples[values][:, j], base.ci)
+            row[f"{name}_ratio"] = _checked({}, float(mine[i] / theirs[j]), draws, fit.ci)
+        rows.append(row)
+    return rows
+
+
+def draw_interval(draws: np.ndarray, ci: float) -> list[float] | None:
+    """The central `ci` percentile interval of the finite bootstrap draws; None with fewer than MIN_DRAWS."""
+    if np.isfinite(draws).sum() < MIN_DRAWS:
+        return None
+    return list(percentile_intervals({"x": draws}, ci)["x"])
 
 
 def loss_gaps(rows: list[dict], base_rows: list[dict], ncol: str) -> list[dict]:

@@ -2,7 +2,7 @@
 
   fit_power_law   L(x) = E + A x^-alpha                       Kaplan et al. 2020, BitNet 2023 (x = N, C or energy)
   fit_chinchilla  L(N, D) = E + A/N^alpha + B/D^beta           Hoffmann et al. 2022 Approach 3, Besiroglu et al. 2024
-  fit_isoflop     N_opt(C) = k C^a from per-budget parabolas   Hoffmann et al. 2022 Approach 2
+  fit_isoflop     N_opt = k C^a, D_opt = k_d C^b (parabolas)   Hoffmann et al. 2022 Approach 2
 
 The first two minimise sum_i w_i Huber_delta(LSE(a_k - alpha_k log x_ik, e) - log L_i) (delta = 1e-3, w_i = 1, or
 the draw counts of a bootstrap resample) with optax L-BFGS (zoom line search) from a grid of starts, all starts
@@ -327,7 +327,8 @@ class Chinchilla(_Result):
 
 @dataclass(frozen=True, eq=False)
 class IsoFlop(_Result):
-    """Approach 2: per budget, loss = polyval(parabola, ln N); its vertex is N_opt(C); then N_opt = k C^a."""
+    """Approach 2: per budget, loss = polyval(parabola, ln N); its vertex is N_opt(C); then N_opt = k C^a. Given each
+    run's tokens D, the same profiles as parabolas in ln D give D_opt(C) = k_d C^b (without D: D_opt = C / 6 N_opt)."""
 
     k: float
     a: float
@@ -337,16 +338,21 @@ class IsoFlop(_Result):
     parabolas: np.ndarray  # (budgets, 3): coefficients of ln N, highest power first (np.polyval order)
     skipped: tuple  # budgets with < 3 distinct sizes or a parabola without a minimum
     n_points: int
-    out_of_range: tuple = ()  # budgets whose vertex lies outside their sampled ln N: an extrapolated N_opt
+    out_of_range: tuple = ()  # budgets whose vertex lies outside their sampled ln N (or ln D): an extrapolation
     ci: float = 0.8
-    intervals: dict = field(default_factory=dict)  # k, a
-    samples: dict = field(default_factory=dict)  # k, a, and n_opt_per_budget as (resamples, budgets)
+    intervals: dict = field(default_factory=dict)  # k, a (and k_d, b)
+    samples: dict = field(default_factory=dict)  # k, a, n_opt_per_budget (resamples, budgets); k_d, b, d_opt_...
+    k_d: float | None = None
+    b: float | None = None
+    d_opt_per_budget: np.ndarray | None = None
 
     def n_opt(self, C):
         return self.k * np.asarray(C, np.float64) ** self.a
 
     def d_opt(self, C):
-        return np.asarray(C, np.float64) / (6 * self.n_opt(C))
+        if self.k_d is None:
+            return np.asarray(C, np.float64) / (6 * self.n_opt(C))
+        return self.k_d * np.asarray(C, np.float64) ** self.b
 
 
 # ---------------------------------------------------------------- power law and Approach 3
@@ -484,34 +490,47 @@ def _budget_fit(log_n, loss, W):
     return np.stack([c2, c1 - 2 * c2 * centre, c2 * centre**2 - c1 * centre + c0], 1), u + centre, loss_opt
 
 
-def fit_isoflop(N, C, loss, *, bootstrap=0, seed=0, ci=0.8):
+def fit_isoflop(N, C, loss, *, D=None, bootstrap=0, seed=0, ci=0.8):
     """Chinchilla Approach 2: a parabola in ln N through each budget's losses (>= 3 sizes), its vertex N_opt(C),
-    then N_opt = k C^a by least squares in log-log. A budget whose vertex lies outside the range of ln N it sampled
-    is listed in `out_of_range` and left out of the line: its N_opt is an extrapolation of the parabola, not a
-    measured minimum. bootstrap > 0 resamples points within each budget."""
-    N, C, loss = _inputs(("N", "C", "loss"), (N, C, loss), 3)
+    then N_opt = k C^a by least squares in log-log; with the runs' tokens D, likewise a parabola in ln D per budget
+    and D_opt = k_d C^b. A budget whose vertex lies outside the range of ln N (or ln D) it sampled is listed in
+    `out_of_range` and left out of the lines: its optimum is an extrapolation of the parabola, not a measured
+    minimum. bootstrap > 0 resamples points within each budget (one resample serves both parabolas)."""
+    names = ("N", "C", "loss") + (("D",) if D is not None else ())
+    N, C, loss, *tokens = _inputs(names, (N, C, loss) + ((D,) if D is not None else ()), 3)
     _check_options(bootstrap, ci)
     group, budgets = _budget_groups(C)
     rng = np.random.default_rng(seed)
-    fits, inside = [], []
+    per_axis = {"n": [], "d": []}
+    inside = np.ones(len(budgets), bool)
     for g in range(len(budgets)):
         idx = np.flatnonzero(group == g)
         W = np.vstack([np.ones((1, idx.size)), bayesian_weights(idx.size, bootstrap, rng)])  # row 0: the data
-        fits.append(_budget_fit(np.log(N[idx]), loss[idx], W))
-        inside.append(N[idx].min() <= np.exp(fits[-1][1][0]) <= N[idx].max())
-    coef, log_n_opt, loss_opt = (np.stack(parts, 1) for parts in zip(*fits))  # (1 + bootstrap, budgets, ...)
-    has_vertex = np.isfinite(log_n_opt[0])
-    used = has_vertex & np.array(inside)
+        for axis, x in (("n", N), ("d", tokens[0] if tokens else None)):
+            if x is not None:
+                per_axis[axis].append(_budget_fit(np.log(x[idx]), loss[idx], W))
+                inside[g] &= x[idx].min() <= np.exp(per_axis[axis][-1][1][0]) <= x[idx].max()
+    coef, log_n_opt, loss_opt = (np.stack(parts, 1) for parts in zip(*per_axis["n"]))  # (1 + bootstrap, budgets)
+    log_d_opt = np.stack([f[1] for f in per_axis["d"]], 1) if tokens else None
+    has_vertex = np.isfinite(log_n_opt[0]) & (np.isfinite(log_d_opt[0]) if tokens else True)
+    used = has_vertex & inside
     if used.sum() < 2:
         raise ValueError(f"need >= 2 budgets with >= 3 distinct sizes and a convex parabola whose minimum lies "
                          f"within the sizes sampled, got {used.sum()}")
     log_k, a = _loglog_line(np.log(budgets[used]), log_n_opt[:, used])
+    lines = {"k": np.exp(log_k), "a": a}
+    if tokens:
+        log_k_d, b = _loglog_line(np.log(budgets[used]), log_d_opt[:, used])
+        lines.update(k_d=np.exp(log_k_d), b=b)
     intervals, samples = {}, {}
     if bootstrap:
-        samples = {"k": np.exp(log_k[1:]), "a": a[1:], "n_opt_per_budget": np.exp(log_n_opt[1:, used])}
-        intervals = percentile_intervals({"k": samples["k"], "a": samples["a"]}, ci)
-    return IsoFlop(k=float(np.exp(log_k[0])), a=float(a[0]), budgets=budgets[used],
+        samples = {name: v[1:] for name, v in lines.items()} | {"n_opt_per_budget": np.exp(log_n_opt[1:, used])}
+        if tokens:
+            samples["d_opt_per_budget"] = np.exp(log_d_opt[1:, used])
+        intervals = percentile_intervals({name: v[1:] for name, v in lines.items()}, ci)
+    return IsoFlop(**{name: float(v[0]) for name, v in lines.items()}, budgets=budgets[used],
                    n_opt_per_budget=np.exp(log_n_opt[0, used]), loss_opt_per_budget=loss_opt[0, used],
+                   d_opt_per_budget=np.exp(log_d_opt[0, used]) if tokens else None,
                    parabolas=coef[0, used], skipped=tuple(float(b) for b in budgets[~has_vertex]), n_points=len(N),
                    out_of_range=tuple(float(b) for b in budgets[has_vertex & ~used]), ci=ci, intervals=intervals,
                    samples=samples)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bitnet_jax.errors import UserError
 from bitnet_jax.files import write_atomic
-from bitnet_jax.scaling.analysis import SELECTION, Analysis, analyse, fit_rows, labels_of, law_text
+from bitnet_jax.scaling.analysis import SELECTION, Analysis, analyse, draw_interval, fit_rows, labels_of, law_text
 from bitnet_jax.scaling.fit import ALPHA_EDGES, MIN_POINTS
 
 LR_SELECTION = {
@@ -24,11 +24,11 @@ LR_SELECTION = {
 }
 PARAMS = {"loss_vs_compute": ("A", "alpha", "E"), "loss_vs_params": ("A", "alpha", "E"),
           "loss_vs_energy": ("A", "alpha", "E"), "chinchilla": ("E", "A", "B", "alpha", "beta", "a", "b"),
-          "isoflop": ("k", "a")}
+          "isoflop": ("k", "a", "k_d", "b")}
 LAWS = {"loss_vs_compute": "L(C) = E + A C^-alpha", "loss_vs_params": "L(N) = E + A N^-alpha",
         "loss_vs_energy": "L(e) = E + A e^-alpha (e: inference J/token, 7nm)",
         "chinchilla": "L(N, D) = E + A N^-alpha + B D^-beta (Approach 3); N_opt ~ C^a, D_opt ~ C^b",
-        "isoflop": "N_opt(C) = k C^a (Approach 2)"}
+        "isoflop": "N_opt(C) = k C^a, D_opt(C) = k_d C^b (Approach 2)"}
 VARIABLE = {"loss_vs_compute": "C", "loss_vs_params": "N", "loss_vs_energy": "e"}
 RATIOS = {"compute_multiplier": ("compute multiplier", "C(L) / C_base(L)"),
           "energy_ratio": ("inference-energy ratio", "e(L) / e_base(L)"),
@@ -165,7 +165,18 @@ def _comparison_summary(comp: dict) -> str:
             parts.append(f"{name} withheld ({'a law it needs is unresolved' if ' is unresolved: ' in why else why})")
         elif comp.get(key):
             parts.append(f"{name} " + "; ".join(_ratio_cell(c) for c in comp[key]))
+    for name in ("N_opt", "D_opt"):
+        cells = [f"C={_num(r['budget'])}: " + _ratio_text(r[f"{name}_ratio"]) for r in comp.get("compute_optimal", [])
+                 if f"{name}_ratio" in r]
+        if cells:
+            parts.append(f"compute-optimal {name} ratio (Approach 2) " + "; ".join(cells))
     return "; ".join(parts) if parts else "no matched sizes and no usable fits"
+
+
+def _ratio_text(ratio: dict) -> str:
+    if ratio["ratio"] is None:
+        return f"withheld ({ratio['withheld']})"
+    return _num(ratio["ratio"]) + _interval(ratio.get("interval"))
 
 
 def _fit_lines(analysis: Analysis, rows: list[dict]) -> list[str]:
@@ -183,10 +194,39 @@ def _fit_lines(analysis: Analysis, rows: list[dict]) -> list[str]:
                     "" if fit.resolved else f"; **unresolved**: {fit.reason}")
             lines.append(f"- **{label}**, {LAWS[law]}: {cells}; {used}{status}")
             if law == "isoflop":
+                lines.append("  - vertices: " + "; ".join(_vertex_cell(fit, i) for i in range(len(fit.budgets))))
                 for budgets, why in ((fit.out_of_range, "vertex outside the sizes sampled, left out of N_opt(C)"),
                                      (fit.skipped, "fewer than 3 sizes or no minimum, left out")):
                     if budgets:
                         lines.append(f"  - budgets {', '.join(_num(b) for b in budgets)}: {why}")
+    return lines
+
+
+def _vertex_cell(fit, i: int) -> str:
+    """One budget of an Approach 2 fit: C, N_opt, D_opt (intervals where bootstrapped) and the loss at the vertex."""
+    def cell(values: str) -> str:
+        draws = fit.samples.get(values)
+        iv = draw_interval(draws[:, i], fit.ci) if draws is not None else None
+        return _num(float(getattr(fit, values)[i])) + _interval(iv)
+
+    d = f", D_opt {cell('d_opt_per_budget')}" if fit.d_opt_per_budget is not None else ""
+    return f"C={_num(float(fit.budgets[i]))}: N_opt {cell('n_opt_per_budget')}{d}, L {fit.loss_opt_per_budget[i]:.4f}"
+
+
+def _allocation_lines(rows: list[dict], base: str) -> list[str]:
+    """The compute-optimal allocation (Approach 2) against the baseline, one row per budget both fitted."""
+    lines = ["", f"compute-optimal allocation (Approach 2), this label / `{base}`:", "",
+             f"| budget | N_opt | {base} N_opt | ratio | D_opt | {base} D_opt | ratio |", "|" + "---|" * 7]
+    for r in rows:
+        cells = [_num(r["budget"])]
+        for name in ("N_opt", "D_opt"):
+            if name not in r:
+                cells += ["-", "-", "-"]
+                continue
+            cells += [_num(r[name]) + _interval(r.get(f"{name}_interval")),
+                      _num(r[f"baseline_{name}"]) + _interval(r.get(f"baseline_{name}_interval")),
+                      _ratio_text(r[f"{name}_ratio"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -204,6 +244,8 @@ def _comparison_lines(comp: dict, base: str) -> list[str]:
         elif key in comp:
             cells = [_ratio_cell(c) for c in comp[key]]
             lines += ["", f"{title}: " + ("; ".join(cells) if cells else "the two fits share no loss range")]
+    if comp.get("compute_optimal"):
+        lines += _allocation_lines(comp["compute_optimal"], base)
     return lines
 
 

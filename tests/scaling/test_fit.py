@@ -225,6 +225,22 @@ def test_isoflop_matches_dense_argmin():
         assert -coef[1] / (2 * coef[0]) == pytest.approx(np.log(n_opt), rel=1e-9)
 
 
+def test_isoflop_d_opt_from_parabolas_in_ln_d():
+    """With D = C / 6N, ln D is ln N mirrored at each budget, so the ln D parabolas put D_opt at exactly C / 6 N_opt
+    and b = 1 - a; bootstrap draws of both vertices come from one resample of each budget."""
+    budgets = np.logspace(18, 22, 5)
+    N, C, loss = isoflop_grid(budgets)
+    fit = fit_isoflop(N, C, loss, D=C / (6 * N), bootstrap=50, seed=1)
+    np.testing.assert_allclose(fit.d_opt_per_budget, budgets / (6 * fit.n_opt_per_budget), rtol=1e-9)
+    assert fit.b == pytest.approx(1 - fit.a, abs=1e-9)
+    np.testing.assert_allclose(fit.d_opt(budgets), budgets / (6 * fit.n_opt(budgets)), rtol=1e-9)
+    np.testing.assert_allclose(fit.samples["d_opt_per_budget"] * fit.samples["n_opt_per_budget"] * 6,
+                               np.broadcast_to(budgets, (50, 5)), rtol=1e-9)
+    assert fit.intervals["b"][0] <= fit.b <= fit.intervals["b"][1]
+    with pytest.raises(ValueError, match="D must be finite and positive"):
+        fit_isoflop(N, C, loss, D=-C)
+
+
 def test_isoflop_groups_budgets_skips_small_ones_and_bootstraps():
     rng = np.random.default_rng(2)
     N, C, loss = isoflop_grid(np.logspace(18, 21, 4))

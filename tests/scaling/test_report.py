@@ -155,6 +155,31 @@ def test_isoflop_budget_with_its_minimum_outside_its_sizes_is_reported():
     assert "budgets 1e+21: vertex outside the sizes sampled, left out of N_opt(C)" in text
 
 
+def test_compute_optimal_allocation_against_the_baseline_matches_the_closed_form():
+    """A label whose N term is 4x the baseline's (A' = 4A, alpha = beta) has N_opt x 4^(1/2alpha) and D_opt divided by
+    it at every budget; an IsoFLOP-only sweep fits no L(N) or L(e) (a note says why)."""
+    budgets = np.logspace(16, 19, 4)
+    shifted = 4 ** (1 / (2 * FRONTIER["alpha"]))
+    mine = [row("bitnet_b158", n, FRONTIER["E"] + 4 * FRONTIER["A"] * n ** -FRONTIER["alpha"]
+                + FRONTIER["B"] * (c / (6 * n)) ** -FRONTIER["alpha"], tokens=c / (6 * n), budget=c)
+            for c in budgets for n in shifted * n_opt(c) * np.exp(np.linspace(-1.0, 1.0, 5))]
+    result = analyse(isoflop_rows(budgets) + mine, bootstrap=30)
+    [*table] = result.comparison["bitnet_b158"]["compute_optimal"]
+    assert [r["budget"] for r in table] == pytest.approx(list(budgets))
+    for r in table:
+        assert r["N_opt_ratio"]["ratio"] == pytest.approx(shifted, rel=0.02)
+        assert r["D_opt_ratio"]["ratio"] == pytest.approx(1 / shifted, rel=0.02)
+        assert r["N_opt"] == pytest.approx(shifted * n_opt(r["budget"]), rel=0.02)
+        lo, hi = r["N_opt_ratio"]["interval"]
+        assert lo <= r["N_opt_ratio"]["ratio"] <= hi
+    for label in ("fp16", "bitnet_b158"):
+        assert "loss_vs_params" not in result.fits[label] and "loss_vs_energy" not in result.fits[label]
+    assert any("L(N) and L(e) are fitted on the runs without a compute budget" in n for n in result.notes)
+    text = render(isoflop_rows(budgets) + mine, result, ReportSettings(name="iso"), [])
+    assert "compute-optimal allocation (Approach 2), this label / `fp16`:" in text
+    assert f"| 1e+16 | {shifted * n_opt(1e16):.3g}" in text
+
+
 def test_loss_gap_pairs_sizes_whose_token_counts_differ_by_a_few_percent():
     """At D = 20 N a faq-layout recipe has a few more parameters (norms) than fp16, hence a few more tokens: still the
     same size; seeds are averaged; a size only one side ran, or a budget 10 % apart, has no gap."""
