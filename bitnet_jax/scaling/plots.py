@@ -157,8 +157,9 @@ def ema(values: list[float], decay: float) -> np.ndarray:
 
 
 def isoflop_figure(rows: list[dict], analysis: Analysis):
-    """Loss against N for each compute budget (one dashed line per budget), the parabola vertices as stars; budgets
-    whose vertex falls outside their sizes are dotted and left out of the N_opt(C) fit."""
+    """Loss against N for each compute budget: the runs as dots, each budget's fitted parabola in ln N as a line
+    over its sizes and its vertex as a star; budgets whose vertex falls outside their sizes are joined by dotted
+    lines and left out of the N_opt(C) fit."""
     column, n_label, _ = _axes(analysis)["params"]
     colors = label_colors(labels_of(rows, analysis.baseline), analysis.baseline)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -171,9 +172,14 @@ def isoflop_figure(rows: list[dict], analysis: Analysis):
         for budget in sorted({r["budget"] for r in rs}):
             pts = sorted((r[column], r["final_val_loss"]) for r in rs if r["budget"] == budget)
             outside = any(np.isclose(budget, b, rtol=1e-3) for b in fit.out_of_range)
-            ax.plot(*zip(*pts), "o:" if outside else "o--", ms=3, lw=0.8, color=colors[label], alpha=0.7,
+            ax.plot(*zip(*pts), "o:" if outside else "o", ms=3, lw=0.8, color=colors[label], alpha=0.7,
                     label=outside_label if outside else "_nolegend_")
             outside_label = "_nolegend_" if outside else outside_label
+            used = np.flatnonzero(np.isclose(fit.budgets, budget, rtol=1e-3))
+            if used.size:
+                u = np.linspace(np.log(pts[0][0]), np.log(pts[-1][0]), 50)
+                ax.plot(np.exp(u), np.polyval(fit.parabolas[used[0]], u), "-", lw=0.9, color=colors[label],
+                        alpha=0.7)
         ax.scatter(fit.n_opt_per_budget, fit.loss_opt_per_budget, marker="*", s=80, color=colors[label],
                    label=f"{label}: N_opt = {short_number(fit.k)} C^{fit.a:.2f}", zorder=4)
     _finish(ax, n_label, "validation loss (nats/token)", "IsoFLOP curves (one line per compute budget)")

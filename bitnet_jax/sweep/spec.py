@@ -130,7 +130,7 @@ class SweepSpec:
     description: str = ""
 
 
-PART_KEYS = ("family", "budget", "lr", "lr_grid", "seeds")  # what a part may change
+PART_KEYS = ("family", "budget", "lr", "lr_grid", "seeds", "labels")  # what a part may change
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def _parse_parts(spec: SweepSpec, parts) -> tuple[dict, ...]:
     """The parts as given, each checked by building the spec it makes."""
     if not isinstance(parts, list) or not parts:
         raise ConfigError("parts: expected a list of mappings, each {name, and any of family, budget, lr, lr_grid, "
-                          "seeds}")
+                          "seeds, labels}")
     names = []
     for i, part in enumerate(parts):
         if not isinstance(part, dict) or not isinstance(part.get("name"), str) \
@@ -221,7 +221,8 @@ def part_specs(spec: SweepSpec) -> list[tuple[str | None, SweepSpec]]:
 def _part_spec(spec: SweepSpec, part: dict) -> SweepSpec:
     """The top level with the part's changes. Its family keeps the top level's base, aspect ratio and head dim unless
     it sets them (its sizes, or its n_min/n_max/n_sizes, replace the top level's); its lr adds to the top level's per
-    label; its budget, lr_grid and seeds replace the top level's."""
+    label; its budget, lr_grid and seeds replace the top level's; its labels (a list of the top level's) keep only
+    those recipe entries."""
     hints = typing.get_type_hints(SweepSpec)
     try:
         if "lr" in part and "lr_grid" in part:
@@ -241,11 +242,26 @@ def _part_spec(spec: SweepSpec, part: dict) -> SweepSpec:
             elif given.keys() & {"n_min", "n_max", "n_sizes"}:
                 family["sizes"] = ()
             changes["family"] = config_lib.build_section(FamilySpec, {**family, **given}, "family")
+        if "labels" in part:
+            changes.update(_only_labels(spec, part["labels"], changes.get("lr", spec.lr)))
         made = dataclasses.replace(spec, parts=(), **changes)
         _check(made)
     except ConfigError as e:
         raise ConfigError(f"parts.{part['name']}: {e}") from None
     return made
+
+
+def _only_labels(spec: SweepSpec, wanted, lr: dict) -> dict:
+    """The changes that keep only the recipe entries labelled `wanted`, with the lr entries that name them."""
+    labels = [label_of(r) for r in spec.recipes]
+    if not isinstance(wanted, list) or not wanted or not all(isinstance(x, str) for x in wanted):
+        raise ConfigError(f"labels: expected a list of labels of this sweep ({', '.join(labels)}), got {wanted!r}")
+    unknown = [x for x in wanted if x not in labels]
+    if unknown:
+        raise ConfigError(f"labels: {unknown[0]!r} is not a label of this sweep; labels: {', '.join(labels)}")
+    recipes = tuple(r for r in spec.recipes if label_of(r) in wanted)
+    names = {*wanted, *(_recipe_name(r) for r in recipes)}
+    return {"recipes": recipes, "lr": {k: v for k, v in lr.items() if k in names}, "baseline": None}
 
 
 def _check(spec: SweepSpec) -> None:

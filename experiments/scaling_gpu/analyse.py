@@ -5,8 +5,8 @@
 L = E + A (rho_r N)^-alpha [+ B D^-beta] over every label at its chosen learning rate (seeds averaged), rho_fp16 = 1,
 and rho per size bucket (does rho change with N?); and the learning-rate rule for the sizes past the grid: per
 label, a least-squares line through log LR* against log N over the grid sizes, extrapolated and rounded to the
-nearest 1e-3 x 2^k (from the first table: the size sweep). Defaults: experiments/scaling_gpu/results.csv ->
-experiments/scaling_gpu/joint.json. With the IsoFLOP grid's and the width check's tables added, N and D vary
+nearest 1e-3 x 2^k (from the first table, the size sweep: its sizes with a grid). Defaults:
+experiments/scaling_gpu/results.csv -> experiments/scaling_gpu/joint.json. With the IsoFLOP grid's and the width check's tables added, N and D vary
 independently and the joint fit takes its full form, L = E + A (rho_r N)^-alpha + B D^-beta.
 """
 
@@ -69,7 +69,12 @@ def main() -> None:
     t0 = time.time()
     joint = fit_joint(*data, bootstrap=BOOTSTRAP, seed=0)
     by_size = rho_by_size(*data, buckets=2, bootstrap=BOOTSTRAP, seed=1)
-    size_sweep = seed_means(fit_rows(load(results[0])))
+    sweep_rows = load(results[0])
+    tried = {}  # (label, N) -> learning rates tried: the rule is fitted on the grid sizes only
+    for r in sweep_rows:
+        tried.setdefault((r["label"], r["n_params_non_embedding"]), set()).add(r["lr"])
+    size_sweep = [p for p in seed_means(fit_rows(sweep_rows))
+                  if len(tried[p["label"], p["n_params_non_embedding"]]) > 1]
     report = {"results": [str(p) for p in results], "points": len(points), "bootstrap": BOOTSTRAP,
               "lr_rule": lr_rule(size_sweep),
               "joint": summary(joint), "rho_by_size": summary(by_size), "seconds": round(time.time() - t0, 1)}

@@ -117,6 +117,8 @@ def test_recipe_variants_are_labelled_curves_with_unique_readable_ids(tmp_path):
     ({"parts": []}, "parts: expected a list"),
     ({"parts": [{"name": "a", "family": [SIZES[0]]}]}, "parts.a: family: expected a mapping"),
     ({"parts": [{"name": "a", "lr": {"fp16": 1e-3}, "lr_grid": [1e-3]}]}, "parts.a: lr and lr_grid: give one"),
+    ({"parts": [{"name": "a", "labels": ["bitnet"]}]}, "parts.a: labels: 'bitnet' is not a label of this sweep"),
+    ({"parts": [{"name": "a", "labels": "fp16"}]}, "parts.a: labels: expected a list of labels"),
 ])
 def test_bad_specs_are_one_line(tmp_path, changes, message):
     with pytest.raises(ConfigError) as e:
@@ -143,6 +145,11 @@ def test_parts_plan_the_union_of_their_runs(tmp_path):
     assert all(r.config.model.seq_len == 16 for r in runs) and len({r.run_id for r in runs}) == len(runs)
     table = sweep.spec.describe(runs, spec)
     assert table.splitlines()[0].split()[:3] == ["run", "id", "part"] and " large " in table
+    only = sweep.load(write_spec(tmp_path / "o.yaml", lr={"fp16": [1e-3, 2e-3], "bitnet_b158": 2e-3}, parts=[
+        {"name": "all", "family": {"sizes": [SIZES[0]]}},
+        {"name": "extra", "family": {"sizes": [SIZES[0]]}, "labels": ["bitnet_b158"], "lr": {"bitnet_b158": 5e-3}}]))
+    extra = [(r.label, r.config.train.lr) for r in sweep.expand(only) if r.part == "extra"]
+    assert extra == [("bitnet_b158", 5e-3)]  # the part plans its label only, at its rate
     targets = sweep.load(write_spec(tmp_path / "t.yaml", parts=[
         {"name": "t", "family": {"n_min": 3e4, "n_max": 3e4, "n_sizes": 1, "aspect_ratio": 32, "head_dim": 16}}]))
     assert {r.config.model.d_model for r in sweep.expand(targets)} == {48}  # size_family: d = 48 for 3e4
