@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -203,6 +204,31 @@ class MeshConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """One run over several processes (one per host, or per GPU) through jax.distributed: the coordinator's
+    "host:port", the number of processes and this one's id (0 writes the run's files). Left unset, a process started
+    by SLURM with more than one task (srun) joins its job's other tasks, JAX reading the rest from SLURM's
+    environment; otherwise the run is one process."""
+
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+
+    def __post_init__(self):
+        given = [v is not None for v in (self.coordinator, self.num_processes, self.process_id)]
+        if any(given) and not all(given):
+            raise ConfigError("distributed: give coordinator, num_processes and process_id together (or none of "
+                              "them, to let SLURM's environment say)")
+        if all(given):
+            if not re.fullmatch(r"[\w.\-\[\]:]+:\d+", self.coordinator):
+                raise ConfigError(f"distributed.coordinator={self.coordinator!r}: expected host:port, e.g. "
+                                  f"10.0.0.1:12345")
+            if self.num_processes < 1 or not 0 <= self.process_id < self.num_processes:
+                raise ConfigError(f"distributed: process_id={self.process_id} must lie in [0, num_processes="
+                                  f"{self.num_processes})")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     recipe: Recipe = field(default_factory=lambda: recipes.get("bitnet_b158"))
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -210,6 +236,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -218,14 +245,14 @@ class RunConfig:
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "tracking": TrackingConfig,
-            "mesh": MeshConfig}
+            "mesh": MeshConfig, "distributed": DistributedConfig}
 
 # What a resumed run may change: its length (the schedule follows the new train.steps), how it is tracked, logged,
 # evaluated and checkpointed, how batches reach the devices and how the devices share the run (the batches
 # themselves stay the same).
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.eval_batches", "train.log_every", "train.ckpt_every",
                      "train.keep_checkpoints", "train.steps_per_call", "tracking.*", "data.cache", "data.cache_dir",
-                     "data.on_device", "data.device_max_tokens", "mesh.*")
+                     "data.on_device", "data.device_max_tokens", "mesh.*", "distributed.*")
 # The per-run values of runs that can train together in one vmapped group (they live in the train state or select
 # the batches and initial weights); everything else must be equal.
 PER_RUN_VALUES = ("train.lr", "train.lr_stage2", "train.weight_decay", "train.weight_decay_stage2", "train.seed",

@@ -135,18 +135,21 @@ class TrainBatches:
     call's i-th step inside it: (group, batch_size, seq_len + 1) int32."""
 
     def __init__(self, tokens: np.ndarray, seeds: list[int], batch_size: int, seq_len: int,
-                 on_device: bool | None = None, device_max_tokens: int = 1 << 28, steps_per_call: int = 1):
+                 on_device: bool | None = None, device_max_tokens: int = 1 << 28, steps_per_call: int = 1,
+                 put=jnp.asarray, put_batches=jnp.asarray):
         check_window(tokens, seq_len)
         self.on_device = len(tokens) <= device_max_tokens if on_device is None else on_device
         self.seeds, self.batch_size, self.seq_len, self.steps_per_call = list(seeds), batch_size, seq_len, steps_per_call
-        self.tokens = jnp.asarray(tokens) if self.on_device else tokens
+        self.put_batches = put_batches  # host batches -> device (several processes: each copies its devices' part)
+        self.tokens = put(np.asarray(tokens)) if self.on_device else tokens
+        self.seed_array = put(np.asarray(self.seeds, np.int32))
 
     def inputs(self, steps: list[int]) -> dict:
         if self.on_device:
-            return {"tokens": self.tokens, "seeds": jnp.asarray(self.seeds, jnp.int32)}
+            return {"tokens": self.tokens, "seeds": self.seed_array}
         batches = [[host_train_batch(self.tokens, seed, s + i, self.batch_size, self.seq_len)
                     for seed, s in zip(self.seeds, steps)] for i in range(self.steps_per_call)]
-        return {"batches": jnp.asarray(np.array(batches))}
+        return {"batches": self.put_batches(np.array(batches))}
 
     def draw(self, inputs: dict, i, steps) -> jax.Array:
         if "batches" in inputs:

@@ -15,6 +15,7 @@ SIGINT or SIGTERM stops a job at its next call boundary: every run saves a check
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from bitnet_jax import config as config_lib
@@ -31,8 +33,9 @@ from bitnet_jax.data import TrainBatches, check_same_tokenizer, load_token_data,
 from bitnet_jax.errors import ConfigError
 from bitnet_jax.train.member import Member, bits_per_byte
 from bitnet_jax.train.optim import schedule_values
-from bitnet_jax.train.runtime import GracefulStop, check_deterministic, enable_compile_cache
-from bitnet_jax.train.sharding import Layout, make_mesh
+from bitnet_jax.train.runtime import (GracefulStop, check_deterministic, enable_compile_cache, is_primary,
+                                     start_distributed)
+from bitnet_jax.train.sharding import Layout, make_mesh, place
 from bitnet_jax.train.state import build_model, build_training, compute_dtype
 from bitnet_jax.train.step import METRICS, FlatModel, make_eval_step, make_train_call
 
@@ -63,15 +66,18 @@ def run_group(runs: list[tuple[RunConfig, str | Path]], *, resume: bool | None =
     and starts the others (the sweep runner's jobs); True / False require / refuse an existing run."""
     configs = [cfg for cfg, _ in runs]
     _check_group(configs)
+    start_distributed(configs[0].distributed)
     check_deterministic(any(c.train.deterministic for c in configs))
     enable_compile_cache()
-    members = [Member(cfg, out, resume) for cfg, out in runs]
+    members = [Member(cfg, out, resume, primary=is_primary()) for cfg, out in runs]
     opened: list[Member] = []
     error: BaseException | None = None
     try:
         for m in members:
             m.open()
             opened.append(m)
+        if jax.process_count() > 1:  # every process decides how each run starts before process 0 writes a file
+            multihost_utils.sync_global_devices("bitnet_jax: runs opened")
         todo = [m for m in members if not m.done]
         if todo:
             with GracefulStop() as stop:
@@ -115,9 +121,6 @@ class _Job:
         for m in members:
             if m.resume:
                 check_same_tokenizer(m.previous, data, m.out)
-        self.val = jnp.asarray(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
-        self.tune = (jnp.asarray(val_batches(data.tune, t.batch_size, cfg.model.seq_len, t.eval_batches,
-                                             split="tuning")) if len(data.tune) else None)
         self.bytes_per_token = data.bytes_per_token
         self.steps_per_call = t.steps_per_call or default_steps_per_call()
         trainings = [build_training(m.cfg) for m in members]
@@ -132,28 +135,34 @@ class _Job:
                 state, meta = m.ckpts.restore(m.latest, state)
                 state["schedule"] = schedule_values(training.hyperparams)  # the config's peaks, as before
             m.restored(m.latest or 0, meta)
-            m.tracker = _tracker(m, meta)
+            m.tracker = _tracker(m, meta) if m.primary else None
             states.append(state)
         first = trainings[0]
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
         self.layout = Layout.of(mesh, first.model.param_def, stacked, first.optimizer)
-        self.state = jax.device_put(stacked, self.layout.state)
+        self.state = place(stacked, self.layout.state)
+        # every array a call takes is a global one on the mesh (each process holds its devices' part of it)
+        replicate = functools.partial(jax.device_put, device=self.layout.replicated)
+        self.val = replicate(val_batches(data.val, t.batch_size, cfg.model.seq_len, t.eval_batches))
+        self.tune = (replicate(val_batches(data.tune, t.batch_size, cfg.model.seq_len, t.eval_batches,
+                                           split="tuning")) if len(data.tune) else None)
         self.alive = [True] * self.group
-        self.active = jnp.ones((self.group,), bool)
+        self.active = replicate(np.ones((self.group,), bool))
         self.batches = TrainBatches(data.train, [m.cfg.data.seed for m in members], t.batch_size,
                                     cfg.model.seq_len, cfg.data.on_device, cfg.data.device_max_tokens,
-                                    self.steps_per_call)
+                                    self.steps_per_call, put=replicate,
+                                    put_batches=functools.partial(jax.device_put, device=self.layout.batch(2)))
         self.call = make_train_call(first.model, first.optimizer, first.hyperparams, self.group, self.steps_per_call,
                                     self.batches.draw, self.layout)
         eval_model = FlatModel.split(build_model(cfg, inference=True, abstract=True))[0]
-        self.eval_fn = make_eval_step(eval_model, self.group)
+        self.eval_fn = make_eval_step(eval_model, self.group, self.layout.replicated)
 
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> None:
         t = self.members[0].cfg.train
         bar = tqdm(total=t.steps, initial=self._low(), unit="step", dynamic_ncols=True,
-                   disable=not self.members[0].cfg.tracking.progress,
+                   disable=not (self.members[0].cfg.tracking.progress and self.members[0].primary),
                    desc=self.members[0].cfg.recipe.name if self.group == 1 else f"{self.group} runs")
         self.wall0, self.timed_from, self.timed = time.perf_counter(), None, [0] * self.group
         self.wall_before = [m.summary["wall_s"] for m in self.members]
@@ -187,7 +196,7 @@ class _Job:
     def _advance(self, until: int, bar) -> None:
         """One jitted call: up to steps_per_call steps of every run behind `until`; record what it did."""
         data = self.batches.inputs([m.step for m in self.members])
-        self.state, self.active, metrics, ran = self.call(self.state, self.active, jnp.int32(until), data)
+        self.state, self.active, metrics, ran = self.call(self.state, self.active, np.int32(until), data)
         metrics, ran, steps = jax.device_get((metrics, ran, self.state["step"]))
         now = time.perf_counter()
         first = self.timed_from is None

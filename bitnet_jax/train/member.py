@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from bitnet_jax import config as config_lib
-from bitnet_jax.config import RunConfig
+from bitnet_jax.config import DistributedConfig, RunConfig
 from bitnet_jax.errors import CheckpointError, ConfigError
 from bitnet_jax.files import DirectoryLock, MetricsWriter, read_json, read_metrics, write_json
 from bitnet_jax.model import flops_per_token, param_counts
@@ -34,8 +34,9 @@ class Member:
     """A run of a job. `open()` locks the directory and decides how the run starts; `begin()` writes its first
     files once the job's data and model are known to be good (a run refused before that leaves nothing behind)."""
 
-    def __init__(self, cfg: RunConfig, out: str | Path, resume: bool | None):
+    def __init__(self, cfg: RunConfig, out: str | Path, resume: bool | None, primary: bool = True):
         self.cfg, self.out = cfg, Path(out)
+        self.primary = primary  # the process that writes the run's files (the others of a multi-process run read)
         self.resume = resume  # None: continue the run the directory holds, if any (the sweep runner's jobs)
         self.summary_path, self.config_path = self.out / "summary.json", self.out / "config.yaml"
         self.lock = DirectoryLock(self.out / ".lock", what="a training run")
@@ -59,6 +60,9 @@ class Member:
         return self.cfg.train.batch_size * self.cfg.model.seq_len
 
     def open(self) -> None:
+        if not self.primary:
+            self._decide_start()
+            return
         self.lock.__enter__()
         try:
             self._decide_start()
@@ -127,8 +131,9 @@ class Member:
         for key, column in FINAL_FROM_METRICS.items():
             self.summary[key] = next((r[column] for r in reversed(rows) if r.get(column) is not None), None)
         self.evaluated_at = max((r["step"] for r in rows if r.get("val_loss") is not None), default=-1)
-        config_lib.dump(self.cfg, self.config_path)
-        self.metrics = MetricsWriter(self.out / "metrics.jsonl", keep_through_step=self.latest or 0)
+        if self.primary:  # how many processes ran it is not part of the run: a resume may use another number
+            config_lib.dump(dataclasses.replace(self.cfg, distributed=DistributedConfig()), self.config_path)
+            self.metrics = MetricsWriter(self.out / "metrics.jsonl", keep_through_step=self.latest or 0)
 
     def restored(self, step: int, meta: dict) -> None:
         """The run continues from its checkpoint at `step` (meta: what the checkpoint recorded)."""
@@ -144,6 +149,8 @@ class Member:
         self.summary.update(step=self.step, tokens=self.tokens, flops=self.summary["flops_per_token"] * self.tokens)
 
     def log(self, row: dict) -> None:
+        if self.metrics is None:
+            return
         self.metrics.write(row)
         if self.tracker is not None:
             self.tracker.log(row)
@@ -154,7 +161,8 @@ class Member:
         self.saved_at = step
 
     def write_summary(self) -> None:
-        write_json(self.summary_path, self.summary)
+        if self.primary:
+            write_json(self.summary_path, self.summary)
 
     def diverged(self, step: int, row: dict) -> None:
         self.summary["status"] = "diverged"
@@ -176,11 +184,12 @@ class Member:
             self.write_summary()
             if self.tracker is not None:
                 self.tracker.finish(self.summary)
-        self.lock.__exit__(None, None, None)
+        if self.primary:
+            self.lock.__exit__(None, None, None)
 
     def discard_if_new(self) -> None:
         """A run refused before writing anything leaves no directory behind (only one it created itself)."""
-        if self.created and not self.summary:
+        if self.primary and self.created and not self.summary:
             shutil.rmtree(self.out, ignore_errors=True)
 
 

@@ -1,5 +1,5 @@
-"""Process-wide settings of a training job: the persistent compilation cache, deterministic GPU ops, and stopping
-cleanly on SIGINT / SIGTERM."""
+"""Process-wide settings of a training job: joining the run's other processes, the persistent compilation cache,
+deterministic GPU ops, and stopping cleanly on SIGINT / SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,10 +10,37 @@ from pathlib import Path
 
 import jax
 
-from bitnet_jax.errors import ConfigError
+from bitnet_jax.config import DistributedConfig
+from bitnet_jax.errors import ConfigError, UserError
 
 DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 NO_COMPILE_CACHE_ENV = "BITNET_JAX_NO_COMPILE_CACHE"
+
+
+def start_distributed(cfg: DistributedConfig) -> None:
+    """Join the run's other processes through jax.distributed when the config names them, or when SLURM started
+    this process as one of several tasks (JAX reads the coordinator, count and id from SLURM's environment); a
+    no-op otherwise and when already joined. Must run before anything starts JAX's backends. CPU devices of
+    different processes talk through gloo."""
+    slurm = "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS") or 1) > 1
+    if jax.distributed.is_initialized() or (cfg.coordinator is None and not slurm):
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        if cfg.coordinator is None:
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
+    except Exception as e:  # noqa: BLE001 - JAX raises several kinds; all mean the same to the user
+        where = cfg.coordinator or "the coordinator SLURM names"
+        raise UserError(f"distributed: could not join the run's processes at {where} "
+                        f"({str(e).splitlines()[0][:160]}); start every process with the same coordinator and "
+                        f"num_processes and its own process_id") from None
+
+
+def is_primary() -> bool:
+    """The process that writes a run's files (metrics, summaries, reports) and holds its lock: process 0."""
+    return jax.process_index() == 0
 
 
 def compile_cache_dir() -> Path:

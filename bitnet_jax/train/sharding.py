@@ -75,3 +75,12 @@ class Layout:
     @property
     def batch_devices(self) -> int:
         return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+
+
+def place(tree, shardings):
+    """jax.device_put onto the mesh. With several processes every process holds the whole value (built or restored
+    alike) and gives its own devices their parts: committed arrays go through host memory, since JAX does not move
+    an array from one process's device to another's."""
+    if jax.process_count() > 1:
+        tree = jax.device_get(tree)
+    return jax.device_put(tree, shardings)

@@ -122,9 +122,10 @@ def make_train_call(model: FlatModel, tx: optax.GradientTransformation, h: Hyper
     return jax.jit(call, donate_argnums=0, out_shardings=(layout.state, rep, rep, rep))
 
 
-def make_eval_step(model: FlatModel, group: int = 1) -> Callable:
+def make_eval_step(model: FlatModel, group: int = 1, out_sharding=None) -> Callable:
     """eval(state, batches) -> (group,) mean losses over (n, batch, seq+1) windows, one batch at a time (lax.map);
-    `state` is a group's stacked states."""
+    `state` is a group's stacked states; `out_sharding`: where the losses land (replicated on a mesh, so that every
+    process of a multi-process run can read them)."""
 
     def evaluate(state, batches):
         def one(s):
@@ -132,4 +133,4 @@ def make_eval_step(model: FlatModel, group: int = 1) -> Callable:
 
         return over_group(one, group)(state)
 
-    return jax.jit(evaluate)
+    return jax.jit(evaluate, out_shardings=out_sharding)
