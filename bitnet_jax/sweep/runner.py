@@ -57,10 +57,16 @@ def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bo
     spec = spec_lib.load(spec_path)
     runs = _select_parts(spec_lib.expand(spec), spec, parts)
     out = Path(out_dir or Path("runs") / spec.name)
-    gpus = jobs_lib.gpu_ids()
-    per_device = jobs_lib.jobs_per_gpu(runs, spec.executor, bool(gpus))
-    jobs = jobs_lib.plan_jobs(runs, spec.executor, jobs_lib.device_memory(bool(gpus)), per_device)
-    slots = _slots(gpus, per_device, spec.executor.parallel, spec.executor.gpus_per_run)
+    ex = spec.executor
+    if ex.kind == "slurm":  # jobs go to the cluster's GPUs, one job per task, as many at once as it allows
+        per_device, gpus = 1, []
+        jobs = jobs_lib.plan_jobs(runs, ex, ex.gpu_memory_gb * 2**30, 1)
+        slots = [None] * (ex.max_running or len(jobs))
+    else:
+        gpus = jobs_lib.gpu_ids()
+        per_device = jobs_lib.jobs_per_gpu(runs, ex, bool(gpus))
+        jobs = jobs_lib.plan_jobs(runs, ex, jobs_lib.device_memory(bool(gpus)), per_device)
+        slots = _slots(gpus, per_device, ex.parallel, ex.gpus_per_run)
     if dry_run:
         statuses = {r.run_id: run_status(out / r.run_id) for r in runs}
         print(spec_lib.describe(runs, spec))
@@ -68,7 +74,8 @@ def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bo
         done = len(runs) - sum(len(j.runs) for j in left)
         if done:
             print(f"{done} of these {len(runs)} runs are finished (or diverged) in {out}; what is left:")
-        print(describe_jobs(left, spec, len(slots), max(1, len(gpus) // spec.executor.gpus_per_run)))
+        devices = len(slots) if ex.kind == "slurm" else max(1, len(gpus) // ex.gpus_per_run)
+        print(describe_jobs(left, spec, len(slots), devices))
         return SweepResult(out, runs, statuses)
     if spec.eval.active:
         _check_eval_inputs(spec.eval)
@@ -86,7 +93,12 @@ def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bo
         write_atomic(out / "sweep.yaml", Path(spec_path).read_text())
         for r in runs:
             config_lib.dump(r.config, out / r.run_id / "plan.yaml")
-        statuses = _Scheduler(jobs, runs, out, slots, per_device, spec).execute()
+        if ex.kind == "slurm":
+            from bitnet_jax.sweep.slurm import SlurmFollower
+
+            statuses = SlurmFollower(jobs, runs, out, ex, spec.eval if spec.eval.active else None).execute()
+        else:
+            statuses = _Scheduler(jobs, runs, out, slots, per_device, spec).execute()
         from bitnet_jax.sweep.report import write_reports  # plotting libraries only once runs are done
 
         write_reports(out)

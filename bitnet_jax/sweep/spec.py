@@ -49,6 +49,7 @@ class BudgetSpec:
 
 @dataclass(frozen=True)
 class ExecutorSpec:
+    kind: str = "local"  # local: this host's CPUs and GPUs; slurm: SLURM jobs through submitit (sweep/slurm.py)
     parallel: int | None = None  # jobs at a time; None: runs_per_gpu per GPU, or 1 on a CPU host
     group: bool = True  # runs that differ only in LR, weight decay or seed train together in one vmapped job
     max_group: int | None = None  # most runs per job; None: as many as fit the device memory estimate
@@ -59,8 +60,27 @@ class ExecutorSpec:
     # and 0; an H200 running 0.8M-12M models: 1.8e14 and 1.3 ms, see experiments/sweep_throughput)
     est_flops_per_sec: float = 2.5e10
     est_step_overhead_s: float = 0.0
+    # kind: slurm (each job one task of a SLURM job array; gpus_per_run GPUs each, grouped for gpu_memory_gb)
+    partition: str | None = None  # None: the cluster's default partition
+    account: str | None = None
+    time_min: int = 240  # a job's time limit; a job reaching it checkpoints its runs and is requeued
+    cpus_per_run: int = 8
+    mem_gb: float | None = None  # None: the partition's default
+    gpu_memory_gb: float = 80.0  # one GPU of the cluster's, to size the groups
+    max_running: int | None = None  # jobs of the sweep running at once (None: as the cluster allows)
+    sbatch: dict = field(default_factory=dict)  # any other sbatch option, e.g. {constraint: h100, qos: high}
+    poll_s: float = 30.0  # how often the runner looks at its jobs
 
     def __post_init__(self):
+        if self.kind not in ("local", "slurm"):
+            raise ConfigError(f"executor.kind={self.kind!r}: use local (this host) or slurm (a SLURM cluster)")
+        if not isinstance(self.sbatch, dict):
+            raise ConfigError(f"executor.sbatch: expected a mapping of sbatch options, got {self.sbatch!r}")
+        for name in ("time_min", "cpus_per_run", "max_running"):
+            if (getattr(self, name) or 1) < 1:
+                raise ConfigError(f"executor.{name}={getattr(self, name)}: must be a positive integer")
+        if self.poll_s <= 0 or self.gpu_memory_gb <= 0 or (self.mem_gb is not None and self.mem_gb <= 0):
+            raise ConfigError("executor.poll_s, executor.gpu_memory_gb and executor.mem_gb must be positive")
         for name in ("parallel", "max_group", "runs_per_gpu", "gpus_per_run"):
             if (getattr(self, name) or 1) < 1:
                 raise ConfigError(f"executor.{name}={getattr(self, name)}: must be a positive integer (or null)")

@@ -1,0 +1,111 @@
+"""Sweeps on a SLURM cluster (`executor.kind: slurm`) against a real one-node SLURM started on localhost
+(tests/sweep/slurm_cluster.py): the sweep's results equal the local executor's; a job that SLURM requeues mid-run
+(as a preemption does) resumes its runs from their checkpoints; a runner killed while its jobs run, started again,
+follows those jobs instead of submitting them twice."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bitnet_jax import sweep
+from bitnet_jax.errors import ConfigError
+from bitnet_jax.files import read_json, read_metrics
+from slurm_cluster import start as start_cluster
+
+SIZES = [{"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32},
+         {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64}]
+SPEC = {
+    "name": "slurm_tiny",
+    "recipes": ["fp16"],
+    "family": {"sizes": SIZES, "base": {"seq_len": 16}},
+    "budget": {"tokens": 64 * 1500},  # 1500 steps: long enough to requeue a job in the middle of its run
+    "data": {"max_bytes": 40000},
+    "train": {"batch_size": 4, "warmup_steps": 2, "eval_every": 300, "eval_batches": 2, "log_every": 10,
+              "ckpt_every": 50, "steps_per_call": 1},
+    "fit": {"bootstrap": 0},
+}
+SLURM = {"kind": "slurm", "partition": "debug", "cpus_per_run": 1, "time_min": 10, "poll_s": 0.5,
+         "sbatch": {"gpus-per-node": 0}}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    made, reason = start_cluster(tmp_path_factory.mktemp("slurm"))
+    if made is None:
+        pytest.skip(reason)
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(made.conf)
+    yield made
+    made.stop()
+    if before is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = before
+
+
+def write_spec(path: Path, **executor) -> Path:
+    path.write_text(yaml.safe_dump({**SPEC, "executor": executor}))
+    return path
+
+
+def final_losses(out: Path) -> dict:
+    with open(out / "report" / "results.csv") as f:
+        return {r["run_id"]: float(r["final_val_loss"]) for r in csv.DictReader(f)}
+
+
+def wait_for(what, predicate, timeout=240):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def test_requeued_jobs_resume_and_a_restarted_runner_follows_its_jobs(cluster, tmp_path):
+    local = tmp_path / "local"
+    sweep.run(write_spec(tmp_path / "local.yaml"), local)
+    spec, out = write_spec(tmp_path / "slurm.yaml", **SLURM), tmp_path / "slurm"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    runner = subprocess.Popen([sys.executable, "-m", "bitnet_jax.cli", "sweep", str(spec), "--out", str(out)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = out / "fp16_d16L1f32_D9.6e04_s0"
+    wait_for("the first run's job and checkpoint",
+             lambda: (out / "slurm" / "jobs.json").exists() and (first / "ckpt" / "50").is_dir())
+    [record] = [r for r in read_json(out / "slurm" / "jobs.json")["jobs"] if first.name in r["runs"]]
+    job = record["job_id"]
+    cluster.run("scontrol", "requeue", job)  # what a preemption does: SIGTERM, then back in the queue
+    state = ["squeue", "--array", "--noheader", "--format=%T", f"--jobs={job}"]
+    wait_for("the requeued job to be pending", lambda: cluster.run(*state).strip() == "PENDING")
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # skip SLURM's two-minute requeue delay
+    runner.send_signal(signal.SIGKILL)  # the runner dies while its jobs run
+    runner.wait(timeout=30)
+    submitted = read_json(out / "slurm" / "jobs.json")
+
+    result = sweep.run(spec, out)  # started again: follows the same jobs
+
+    assert read_json(out / "slurm" / "jobs.json") == submitted  # nothing submitted twice
+    assert set(result.statuses.values()) == {"finished"}
+    assert final_losses(out) == pytest.approx(final_losses(local), rel=1e-6)
+    steps = [r["step"] for r in read_metrics(first / "metrics.jsonl") if "loss" in r]
+    assert steps == list(range(10, 1501, 10))  # resumed from its checkpoint: every logged step once
+    restarts = json.loads((first / "summary.json").read_text())
+    assert restarts["status"] == "finished" and restarts["tokens"] == 1500 * 64
+    logs = list((out / "slurm").glob("*/*_log.out"))
+    assert logs, "submitit's job logs are in OUT/slurm"
+
+
+def test_slurm_executor_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="executor.kind='cloud': use local"):
+        sweep.load(write_spec(tmp_path / "a.yaml", kind="cloud"))
+    with pytest.raises(ConfigError, match="executor.sbatch: expected a mapping"):
+        sweep.load(write_spec(tmp_path / "b.yaml", kind="slurm", sbatch="--qos=high"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(ConfigError, match="sbatch is not on PATH; run the sweep on a SLURM login node"):
+        sweep.run(write_spec(tmp_path / "c.yaml", **SLURM), tmp_path / "out")
