@@ -1,7 +1,8 @@
 """Sweeps on a SLURM cluster (`executor.kind: slurm`) against a real one-node SLURM started on localhost
 (tests/sweep/slurm_cluster.py): the sweep's results equal the local executor's; a job that SLURM requeues mid-run
 (as a preemption does) resumes its runs from their checkpoints; a runner killed while its jobs run, started again,
-follows those jobs instead of submitting them twice."""
+follows those jobs instead of submitting them twice; a task warned of its time limit (submitit's checkpoint call)
+saves its runs and its resubmission finishes them."""
 
 import csv
 import json
@@ -9,15 +10,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bitnet_jax import sweep
+from bitnet_jax import config, sweep
 from bitnet_jax.errors import ConfigError
 from bitnet_jax.files import read_json, read_metrics
+from bitnet_jax.sweep.slurm import TrainTask
 from slurm_cluster import start as start_cluster
 
 SIZES = [{"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32},
@@ -99,6 +102,28 @@ def test_requeued_jobs_resume_and_a_restarted_runner_follows_its_jobs(cluster, t
     assert restarts["status"] == "finished" and restarts["tokens"] == 1500 * 64
     logs = list((out / "slurm").glob("*/*_log.out"))
     assert logs, "submitit's job logs are in OUT/slurm"
+
+
+def test_a_task_warned_of_its_time_limit_saves_its_runs_and_requeues_itself(tmp_path):
+    """What submitit does on SLURM's warning before a time limit: call the task's checkpoint(), which stops the
+    runs (each saves a checkpoint) and returns the submission to requeue; that resubmission finishes the runs."""
+    spec = write_spec(tmp_path / "s.yaml")
+    runs = sweep.expand(sweep.load(spec))[:1]
+    run_dir = tmp_path / runs[0].run_id
+    config.dump(runs[0].config, run_dir / "plan.yaml")
+    task = TrainTask([str(run_dir)])
+    worker = threading.Thread(target=task)
+    worker.start()
+    wait_for("a checkpoint", lambda: (run_dir / "ckpt" / "50").is_dir())
+    again = task.checkpoint()  # SIGTERM to the runs, then the submission to requeue
+    worker.join(timeout=60)
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "interrupted" and 50 <= summary["step"] < 1500
+    assert isinstance(again.function, TrainTask) and again.function.run_dirs == [str(run_dir)]
+    assert again.result() == 0  # the requeued task: resumes from the checkpoint and finishes
+    assert read_json(run_dir / "summary.json")["status"] == "finished"
+    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
+    assert steps == list(range(10, 1501, 10))
 
 
 def test_slurm_executor_errors(tmp_path, monkeypatch):
