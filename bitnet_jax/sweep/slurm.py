@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bitnet_jax.errors import ConfigError
+from bitnet_jax.errors import ConfigError, UserError
 from bitnet_jax.files import read_json, write_json
 from bitnet_jax.sweep.jobs import Job
 from bitnet_jax.sweep.results import run_status
@@ -180,5 +180,5 @@ def live_jobs() -> set[str]:
     proc = subprocess.run(["squeue", "--array", "--noheader", "--format=%i", f"--user={getpass.getuser()}"],
                           capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
-        raise ConfigError(f"squeue failed ({proc.stderr.strip()[:200]}); is the SLURM controller reachable?")
+        raise UserError(f"squeue failed ({proc.stderr.strip()[:200]}); is the SLURM controller reachable?")
     return {line.strip() for line in proc.stdout.splitlines() if line.strip()}
