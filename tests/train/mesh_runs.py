@@ -14,7 +14,7 @@ from bitnet_jax.train.state import build_training
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64", "model.seq_len=32",
         "train.batch_size=4", "train.warmup_steps=2", "train.eval_every=6", "train.eval_batches=2",
         "train.log_every=1", "train.ckpt_every=6", "data.max_bytes=60000", "tracking.progress=false"]
-MESHES = {"fp16": ["111", "212"], "bitnet_b158": ["111", "221", "122"]}  # data x fsdp x tensor
+MESHES = {"fp16": ["111", "221", "212"], "bitnet_b158": ["111", "221", "212"]}  # data x fsdp x tensor
 
 
 def mesh_args(mesh: str) -> list[str]:

@@ -33,7 +33,7 @@ def test_every_mesh_trains_the_losses_of_one_device(mesh_result, recipe):
     assert mesh_result["devices"] == 4
     runs = {k: v for k, v in mesh_result["losses"].items() if k.startswith(f"{recipe}_")}
     one = runs.pop(f"{recipe}_111")
-    assert len(one) == 12 and len(runs) >= 1
+    assert len(one) == 12 and sorted(runs) == [f"{recipe}_212", f"{recipe}_221"]  # data x tensor, data x fsdp
     for name, losses in runs.items():
         np.testing.assert_allclose(losses, one, rtol=RTOL, err_msg=name)
         assert mesh_result["val"][name] == pytest.approx(mesh_result["val"][f"{recipe}_111"], rel=RTOL)
