@@ -206,8 +206,8 @@ class MeshConfig:
 @dataclass(frozen=True)
 class DistributedConfig:
     """One run over several processes (one per host, or per GPU) through jax.distributed: the coordinator's
-    "host:port", the number of processes and this one's id (0 writes the run's files). Left unset, a process started
-    by SLURM with more than one task (srun) joins its job's other tasks, JAX reading the rest from SLURM's
+    "host:port", the number of processes and this one's id (0 writes the run's files). Left unset, a process that
+    srun started as one task of a step of several joins the step's other tasks, JAX reading the rest from SLURM's
     environment; otherwise the run is one process."""
 
     coordinator: str | None = None

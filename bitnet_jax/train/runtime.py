@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 
+from bitnet_jax.child import PARENT_ENV
 from bitnet_jax.config import DistributedConfig
 from bitnet_jax.errors import ConfigError, UserError
 
@@ -18,11 +19,13 @@ NO_COMPILE_CACHE_ENV = "BITNET_JAX_NO_COMPILE_CACHE"
 
 
 def start_distributed(cfg: DistributedConfig) -> None:
-    """Join the run's other processes through jax.distributed when the config names them, or when SLURM started
-    this process as one of several tasks (JAX reads the coordinator, count and id from SLURM's environment); a
-    no-op otherwise and when already joined. Must run before anything starts JAX's backends. CPU devices of
-    different processes talk through gloo."""
-    slurm = "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS") or 1) > 1
+    """Join the run's other processes through jax.distributed when the config names them, or when `srun` started
+    this process as one task of a step of several (JAX reads the coordinator, count and id from SLURM's
+    environment); a no-op otherwise and when already joined. A sweep runner's job is never joined by SLURM's
+    environment alone: an allocation of several tasks around a sweep would make every job wait for peers that
+    never come. Must run before anything starts JAX's backends. CPU devices of different processes use gloo."""
+    slurm = (int(os.environ.get("SLURM_STEP_NUM_TASKS") or 1) > 1 and "SLURM_PROCID" in os.environ
+             and PARENT_ENV not in os.environ)
     if jax.distributed.is_initialized() or (cfg.coordinator is None and not slurm):
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -9,12 +9,15 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from bitnet_jax import config
+from bitnet_jax.child import PARENT_ENV
 from bitnet_jax.errors import ConfigError
 from bitnet_jax.files import read_metrics
+from bitnet_jax.train.runtime import start_distributed
 
 RTOL = 2e-3
 TINY = ["recipe=bitnet_b158", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",
@@ -91,3 +94,22 @@ def test_one_copy_of_every_file(runs):
 def test_distributed_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         config.load(None, overrides)
+
+
+@pytest.mark.parametrize("env,joins", [
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, False),  # a shell inside an allocation: no srun step
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"}, False),  # a one-task step
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"}, True),  # srun -n 2
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1", PARENT_ENV: "1"}, False),  # sweep job
+])
+def test_slurm_environment_joins_only_the_tasks_of_an_srun_step(monkeypatch, env, joins):
+    for key in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", PARENT_ENV):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    calls = []
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *args: calls.append(args))
+    monkeypatch.setattr(jax.config, "update", lambda *args: None)
+    start_distributed(config.DistributedConfig())
+    assert calls == ([()] if joins else [])
