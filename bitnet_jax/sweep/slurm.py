@@ -134,8 +134,13 @@ class SlurmFollower:
                 params[key] = value
         ex.update_parameters(**params)
         tasks = [TrainTask([str(self.out / r.run_id) for r in j.runs], self.evaluation) for j in jobs]
-        with ex.batch():  # one job array
-            submitted = [ex.submit(t) for t in tasks]
+        try:
+            with ex.batch():  # one job array
+                submitted = [ex.submit(t) for t in tasks]
+        except Exception as e:  # noqa: BLE001 - submitit passes on sbatch's refusal in several forms
+            why = next((line for line in str(e).splitlines() if "error" in line.lower()), str(e).splitlines()[0])
+            raise UserError(f"sbatch refused the sweep's jobs ({why.strip()[:200]}); check executor.partition, "
+                            f"account, time_min, mem_gb and sbatch") from None
         self.bar.write(f"submitted {len(submitted)} job(s) to SLURM as array {submitted[0].job_id.split('_')[0]}")
         return [{"job_id": s.job_id, "runs": [r.run_id for r in j.runs]} for s, j in zip(submitted, jobs)]
 

@@ -104,6 +104,16 @@ def test_requeued_jobs_resume_and_a_restarted_runner_follows_its_jobs(cluster, t
     assert logs, "submitit's job logs are in OUT/slurm"
 
 
+def test_a_job_sbatch_refuses_is_one_line(cluster, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", **{**SLURM, "partition": "nope"})
+    cmd = [sys.executable, "-m", "bitnet_jax.cli", "sweep", str(spec), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()[-1]
+    assert "sbatch refused the sweep's jobs" in err and "invalid partition specified: nope" in err
+    assert "check executor.partition" in err
+
+
 def test_a_task_warned_of_its_time_limit_saves_its_runs_and_requeues_itself(tmp_path):
     """What submitit does on SLURM's warning before a time limit: call the task's checkpoint(), which stops the
     runs (each saves a checkpoint) and returns the submission to requeue; that resubmission finishes the runs."""
