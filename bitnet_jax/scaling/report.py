@@ -251,9 +251,7 @@ def _comparison_lines(comp: dict, base: str) -> list[str]:
 
 def _ratio_cell(c: dict) -> str:
     where = f"N={_num(c['N'])}" if "N" in c else f"L={c['loss']:.3f}"
-    if c["ratio"] is None:
-        return f"{where}: withheld ({c['withheld']})"
-    return f"{where}: {_num(c['ratio'])}{_interval(c.get('interval'))}"
+    return f"{where}: {_ratio_text(c)}"
 
 
 def _runs_table(rows: list[dict]) -> str:

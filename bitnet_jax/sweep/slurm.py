@@ -16,7 +16,6 @@ runs as they finish, and writes the same results, fits and report as the local e
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import shutil
 import signal
@@ -31,9 +30,9 @@ from bitnet_jax.errors import ConfigError, UserError
 from bitnet_jax.files import read_json, write_json
 from bitnet_jax.sweep.jobs import Job
 from bitnet_jax.sweep.results import run_status
+from bitnet_jax.sweep.runner import DONE, _eval_one, _needs_eval
 from bitnet_jax.sweep.spec import EvalSpec, ExecutorSpec, PlannedRun
 
-DONE = ("finished", "diverged")
 STOP_GRACE_S = 90.0  # how long a task's runs may take to save their checkpoints when SLURM warns
 
 
@@ -50,8 +49,6 @@ class TrainTask:
         self._proc = subprocess.Popen(cmd)
         code = self._proc.wait()
         if self.evaluation is not None:
-            from bitnet_jax.sweep.runner import _eval_one, _needs_eval
-
             for d in self.run_dirs:
                 if _needs_eval(Path(d), self.evaluation):
                     _eval_one(Path(d), self.evaluation, dict(os.environ))
@@ -126,7 +123,7 @@ class SlurmFollower:
         e = self.executor
         params = dict(timeout_min=e.time_min, cpus_per_task=e.cpus_per_run, slurm_job_name=f"bitnet-{self.out.name}",
                       slurm_additional_parameters=dict(e.sbatch))
-        if e.gpus_per_run and self._wants_gpus():
+        if self._wants_gpus():
             params["gpus_per_node"] = e.gpus_per_run
         for key, value in (("slurm_partition", e.partition), ("slurm_account", e.account), ("mem_gb", e.mem_gb),
                            ("slurm_array_parallelism", e.max_running)):
