@@ -11,7 +11,7 @@ from bitnet_jax.files import read_metrics
 from bitnet_jax.train.sharding import Layout, make_mesh
 from bitnet_jax.train.state import build_training
 
-TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64", "model.seq_len=32",
+TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_ff=64", "model.seq_len=32",
         "train.batch_size=4", "train.warmup_steps=2", "train.eval_every=6", "train.eval_batches=2",
         "train.log_every=1", "train.ckpt_every=6", "data.max_bytes=60000", "tracking.progress=false"]
 MESHES = {"fp16": ["111", "221", "212"], "bitnet_b158": ["111", "221", "212"]}  # data x fsdp x tensor
@@ -33,12 +33,12 @@ def main(out: str) -> None:
             train.run(config.load(None, TINY + [f"recipe={recipe}", "train.steps=12", *mesh_args(mesh)]), path)
             result["losses"][f"{recipe}_{mesh}"] = losses(path)
             result["val"][f"{recipe}_{mesh}"] = json.load(open(f"{path}/summary.json"))["final_val_loss"]
-    # a checkpoint written on one mesh (6 steps on data x fsdp) resumed on another (data x tensor) for 12
+    # a checkpoint written on one mesh (the 12-step run on data x fsdp) resumed on another (data x tensor) to 18 steps,
+    # against the one-device run resumed on one device
     for name, first, second in (("moved", "221", "212"), ("still", "111", "111")):
-        path = f"{out}/resume_{name}"
-        base = TINY + ["recipe=bitnet_b158"]
-        train.run(config.load(None, base + ["train.steps=6", *mesh_args(first)]), path)
-        train.run(config.load(None, base + ["train.steps=12", *mesh_args(second)]), path, resume=True)
+        path = f"{out}/bitnet_b158_{first}"
+        base = TINY + ["recipe=bitnet_b158", "train.steps=18"]
+        train.run(config.load(None, base + [*mesh_args(second)]), path, resume=True)
         result["losses"][f"resume_{name}"] = losses(path)
     try:
         train.run(config.load(None, TINY + ["train.batch_size=6", *mesh_args("221")]), f"{out}/odd_batch")

@@ -11,34 +11,50 @@ from bitnet_jax.errors import ConfigError
 
 from test_loop import cli, losses, same_record, wait_for_step
 
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """alone(cfg) -> (RunResult, run directory) of cfg trained on its own: the reference the tests compare a group's
+    members with, trained once per module for a config that several tests use."""
+    runs = {}
+
+    def train_alone(cfg):
+        key = repr(cfg)
+        if key not in runs:
+            out = tmp_path_factory.mktemp("alone") / "run"
+            runs[key] = (train.run(cfg, out), out)
+        return runs[key]
+
+    return train_alone
+
+
 def group_configs(tiny, recipe, lrs):
     return [config.load(None, tiny + [f"recipe={recipe}", f"train.lr={lr}", f"train.seed={i}", f"data.seed={i}"])
             for i, lr in enumerate(lrs)]
 
 
 @pytest.mark.parametrize("recipe, tol", [("fp16", 1e-5), ("bitnet_b158", 2e-3)])
-def test_a_group_trains_what_its_members_train_alone(tmp_path, tiny, recipe, tol):
+def test_a_group_trains_what_its_members_train_alone(tmp_path, tiny, recipe, tol, alone):
     """vmapped members equal the same runs alone up to float reordering; ternary rounding can flip a weight on
     such a difference, hence the wider tolerance for b1.58."""
     cfgs = group_configs(tiny, recipe, [1e-3, 2e-2])
     grouped = train.run_group([(c, tmp_path / f"g{i}") for i, c in enumerate(cfgs)])
     for i, (c, r) in enumerate(zip(cfgs, grouped)):
-        alone = train.run(c, tmp_path / f"a{i}")
-        assert r.status == alone.status == "finished" and r.summary["group_size"] == 2
-        a, b = losses(tmp_path / f"g{i}"), losses(tmp_path / f"a{i}")
+        alone_result, alone_dir = alone(c)
+        assert r.status == alone_result.status == "finished" and r.summary["group_size"] == 2
+        a, b = losses(tmp_path / f"g{i}"), losses(alone_dir)
         assert list(a) == list(b) and np.allclose(list(a.values()), list(b.values()), rtol=tol, atol=0)
-        assert r.summary["final_val_loss"] == pytest.approx(alone.summary["final_val_loss"], rel=tol)
+        assert r.summary["final_val_loss"] == pytest.approx(alone_result.summary["final_val_loss"], rel=tol)
     assert losses(tmp_path / "g0")[12] != losses(tmp_path / "g1")[12]  # the members really differ
 
 
-def test_a_diverging_member_is_frozen_while_the_others_go_on(tmp_path, tiny):
-    cfgs = group_configs(tiny, "fp16", [1e-3, 1e30])
+def test_a_diverging_member_is_frozen_while_the_others_go_on(tmp_path, tiny, alone):
+    cfgs = group_configs(tiny, "fp16", [1e-3, 1e30])  # the first: the first member of the fp16 test above
     ok, bad = train.run_group([(c, tmp_path / f"g{i}") for i, c in enumerate(cfgs)])
-    alone = train.run(cfgs[0], tmp_path / "alone")
+    alone_result, alone_dir = alone(cfgs[0])
     assert ok.status == "finished" and bad.status == "diverged" and "non-finite" in bad.summary["error"]
-    assert losses(tmp_path / "g0") == pytest.approx(losses(tmp_path / "alone"), rel=1e-5)
-    assert bad.summary["step"] < 12 and ok.summary["final_val_loss"] == pytest.approx(alone.summary["final_val_loss"],
-                                                                                        rel=1e-5)
+    assert losses(tmp_path / "g0") == pytest.approx(losses(alone_dir), rel=1e-5)
+    assert bad.summary["step"] < 12 and ok.summary["final_val_loss"] == pytest.approx(
+        alone_result.summary["final_val_loss"], rel=1e-5)
 
 
 def test_a_group_killed_mid_run_resumes_like_an_uninterrupted_one(tmp_path, tiny):

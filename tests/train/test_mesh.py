@@ -41,8 +41,9 @@ def test_every_mesh_trains_the_losses_of_one_device(mesh_result, recipe):
 
 def test_a_checkpoint_resumes_on_another_mesh(mesh_result):
     moved, still = mesh_result["losses"]["resume_moved"], mesh_result["losses"]["resume_still"]
-    assert len(moved) == len(still) == 12
+    assert len(moved) == len(still) == 18
     np.testing.assert_allclose(moved, still, rtol=RTOL)
+    assert moved[:12] == mesh_result["losses"]["bitnet_b158_221"]  # the resume went on from that run's record
 
 
 def test_parameters_and_moments_are_sharded_as_the_layout_says(mesh_result):
