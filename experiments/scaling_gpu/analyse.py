@@ -13,6 +13,7 @@ independently and the joint fit takes its full form, L = E + A (rho_r N)^-alpha 
 import argparse
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def main() -> None:
         tried.setdefault((r["label"], r["n_params_non_embedding"]), set()).add(r["lr"])
     size_sweep = [p for p in seed_means(fit_rows(sweep_rows))
                   if len(tried[p["label"], p["n_params_non_embedding"]]) > 1]
-    report = {"results": [str(p) for p in results], "points": len(points), "bootstrap": BOOTSTRAP,
+    report = {"results": [os.path.relpath(p) for p in results], "points": len(points), "bootstrap": BOOTSTRAP,
               "lr_rule": lr_rule(size_sweep),
               "joint": summary(joint), "rho_by_size": summary(by_size), "seconds": round(time.time() - t0, 1)}
     out.write_text(json.dumps(report, indent=2, default=float) + "\n")
