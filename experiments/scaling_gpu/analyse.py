@@ -74,8 +74,11 @@ def main() -> None:
     tried = {}  # (label, N) -> learning rates tried: the rule is fitted on the grid sizes only
     for r in sweep_rows:
         tried.setdefault((r["label"], r["n_params_non_embedding"]), set()).add(r["lr"])
+    # grid sizes: more than one rate tried, and below the sizes the rule was made for (part `median_rule` tried a
+    # second rate at 12.4M after the rule was fixed; it must not move the rule)
     size_sweep = [p for p in seed_means(fit_rows(sweep_rows))
-                  if len(tried[p["label"], p["n_params_non_embedding"]]) > 1]
+                  if len(tried[p["label"], p["n_params_non_embedding"]]) > 1
+                  and p["n_params_non_embedding"] < 0.9 * min(LARGE_SIZES)]
     report = {"results": [os.path.relpath(p) for p in results], "points": len(points), "bootstrap": BOOTSTRAP,
               "lr_rule": lr_rule(size_sweep),
               "joint": summary(joint), "rho_by_size": summary(by_size), "seconds": round(time.time() - t0, 1)}
