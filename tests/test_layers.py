@@ -310,6 +310,36 @@ def test_bitlinear_gradients_are_straight_through(recipe):
     assert_close(gx, r @ wq.T)  # dL/dx = dL/dx_q = r W_q^T
 
 
+@pytest.mark.parametrize("recipe", ["bitnet_b158", "bitnet"])
+def test_bitlinear_norm_inside_gradients(recipe):
+    """With the norm inside (the FAQ layout): dL/dx_q = r W_q^T passes the quantiser straight through, then the
+    RMSNorm's Jacobian J = r diag(s) - r^3 (s x) x^T / n (float64, per token) carries it to x; dL/ds = sum g x r."""
+    d_in, d_out = 8, 4
+    layer = make_linear(d_in, d_out, recipe, input_norm=True)
+    scale = np.random.default_rng(21).uniform(0.5, 1.5, size=d_in)
+    layer.norm.scale[...] = jnp.asarray(scale, jnp.float32)
+    per_token = recipes.get(recipe).act_per_token
+    w = kernel(layer)
+    wq = np_ternary(w)[0] if recipe == "bitnet_b158" else np_binary(w)[0]
+    x = draw((2, 3, d_in), lambda x: half_dist(np_act_absmax(np_rmsnorm(x, scale), per_token=per_token)[1]).min()
+             > TIE_MARGIN)
+    r = np.random.default_rng(6).normal(size=(2, 3, d_out))
+    xj, rj = jnp.asarray(x, jnp.float32), jnp.asarray(r, jnp.float32)
+    grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(xj) * rj)))(layer)
+    gx = nnx.jit(jax.grad(lambda m, xx: jnp.sum(m(xx) * rj), argnums=1))(layer, xj)
+
+    g = r @ wq.T  # gradient at the quantiser's output = at the norm's output
+    want_x, rms = np.empty_like(x), np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + 1e-5)
+    for idx in np.ndindex(x.shape[:-1]):
+        inv = 1.0 / rms[idx][0]
+        jac = inv * np.diag(scale) - inv ** 3 * np.outer(scale * x[idx], x[idx]) / d_in
+        want_x[idx] = jac.T @ g[idx]
+    assert_close(gx, want_x, rtol=1e-4)
+    assert_close(grads["norm"]["scale"][...], np.sum(g * x / rms, axis=(0, 1)), rtol=1e-4)
+    xq = np_act_absmax(np_rmsnorm(x, scale), per_token=per_token)[0]
+    assert_close(grads["kernel"][...], xq.reshape(-1, d_in).T @ r.reshape(-1, d_out))
+
+
 # ---------------------------------------------------------------- quantize()
 
 

@@ -360,3 +360,50 @@ def test_bad_bits_raise():
         quant.act_absmax(jnp.ones((2, 4)), bits=1)
     with pytest.raises(ValueError, match="bits"):
         quant.act_absmax_codes(jnp.ones((2, 4)), bits=9)
+
+
+# ---------------------------------------------------------------- RMSNorm + absmax in one op
+
+
+def ref_rms_norm(x, scale, eps=1e-5):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * scale
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("shape", [(16, 32), (3, 5, 64)], ids=str)
+def test_rms_norm_act_absmax_values(shape, bits, per_token):
+    for i, xs in enumerate(SCALES):
+        x, scale = rand(shape, xs, seed=i), np.abs(rand(shape[-1:], seed=i + 10)) + 0.5
+        y = jitted(quant.rms_norm_act_absmax, bits=bits, per_token=per_token)(x, scale)
+        assert y.shape == x.shape and y.dtype == jnp.float32
+        normed = ref_rms_norm(x.astype(np.float64), scale.astype(np.float64))
+        assert_matches(y, ref_act_absmax(normed, bits, per_token), normed)
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+def test_rms_norm_act_absmax_grads(per_token):
+    """The STE passes the gradient through the quantiser, then the norm's exact Jacobian (built per token as a
+    matrix in float64: J = r diag(s) - r^3 (s x) x^T / n) carries it to x; d/ds = sum over tokens of g x r."""
+    x, scale, g = rand((4, 6, 24), seed=3), np.abs(rand((24,), seed=4)) + 0.5, rand((4, 6, 24), seed=5)
+    dx, ds = jax.jit(jax.grad(lambda a, s: jnp.sum(quant.rms_norm_act_absmax(a, s, per_token=per_token) * g),
+                              argnums=(0, 1)))(x, scale)
+    x64, s64, g64 = (a.astype(np.float64) for a in (x, scale, g))
+    n = x.shape[-1]
+    want_dx = np.empty_like(x64)
+    for idx in np.ndindex(x.shape[:-1]):
+        xt = x64[idx]
+        r = 1.0 / np.sqrt(np.mean(xt * xt) + 1e-5)
+        jac = r * np.diag(s64) - r ** 3 * np.outer(s64 * xt, xt) / n  # d(normed_j)/d(x_i), rows j
+        want_dx[idx] = jac.T @ g64[idx]
+    want_ds = np.sum(g64 * x64 / np.sqrt(np.mean(x64 * x64, axis=-1, keepdims=True) + 1e-5), axis=(0, 1))
+    np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ds), want_ds, rtol=1e-4, atol=1e-6)
+
+
+def test_rms_norm_act_absmax_bf16():
+    x = jnp.asarray(rand((8, 32)), jnp.bfloat16)
+    y = quant.rms_norm_act_absmax(x, jnp.ones(32, jnp.float32))
+    dx = jax.grad(lambda a: jnp.sum(quant.rms_norm_act_absmax(a, jnp.ones(32)).astype(jnp.float32)))(x)
+    assert y.dtype == jnp.bfloat16 and dx.dtype == jnp.bfloat16
+    assert np.isfinite(np.asarray(dx, np.float32)).all()

@@ -1,0 +1,129 @@
+"""Where a b1.58 training step spends its time over fp16's, and what fusing the FAQ BitLinear's norm and activation
+quantiser into one op (`quant.rms_norm_act_absmax`) buys (issue 13, item 1).
+
+    PYTHONUNBUFFERED=1 python experiments/benchmarks/quant_cost.py [SECONDS] [SHAPE ...]
+
+Per shape, one row per variant: the training loop's jitted call (K steps in one `lax.fori_loop`, batches drawn on the
+device, AdamW; `train.make_train_call`, as a run trains) timed after compilation, median of a few calls. Variants
+take the recipe's quantisers apart: fp16 in the LLaMA layout (2 norms per block) and in the FAQ layout (a norm inside
+each of the 7 linear layers, nothing quantised), b1.58 with only its weights or only its activations quantised, b1.58
+whole in the FAQ layout with the fused input path (`fused`) and with the norm and quantiser as separate ops as before
+(`unfused`), and b1.58 in the LLaMA layout; at the small shapes also 16-run groups (`jax.vmap`, tokens/s of the
+whole group). Each row also holds the mean loss of the timed steps; `fused` and
+`unfused` start from the same state and batches, so their losses show how far the two paths drift apart in bf16.
+
+Rows go to $OUT/quant_cost.jsonl (default /tmp/quant_cost) as they land; no new variant starts after SECONDS
+(default 480). Shapes: 0.8m, 4.3m (sweeps/gpu_small.yaml's, batch 64 x 256), 110m (bench's 125m preset, batch 16 x
+1024); default all three; `tiny` is a CPU smoke test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bitnet_jax import recipes
+from bitnet_jax.config import RunConfig, TrainConfig
+from bitnet_jax.data import build_token_data
+from bitnet_jax.data.batches import TrainBatches
+from bitnet_jax.layers import BitLinear, quantize_activation, topk_sparsify
+from bitnet_jax.model import ModelConfig, flops_per_token
+from bitnet_jax.train.bench import PRESETS
+from bitnet_jax.train.state import build_training
+from bitnet_jax.train.step import METRICS, make_train_call
+
+OUT = Path(os.environ.get("OUT", "/tmp/quant_cost"))
+SMALL = dict(vocab_size=256, seq_len=256)
+SHAPES = {  # name: (model, batch, steps per call, timed calls)
+    "0.8m": (ModelConfig(d_model=128, n_layers=4, n_heads=4, d_ff=352, **SMALL), 64, 32, 8),
+    "4.3m": (ModelConfig(d_model=224, n_layers=7, n_heads=7, d_ff=608, **SMALL), 64, 32, 6),
+    "110m": (PRESETS["125m"], 16, 8, 5),
+    "tiny": (PRESETS["tiny"], 8, 4, 2),  # a CPU smoke test of the script (not in the default list)
+}
+B158 = recipes.get("bitnet_b158")
+VARIANTS = {  # name: (recipe, layout, input path, runs in the group)
+    "fp16 llama": (recipes.get("fp16"), "llama", "fused", 1),
+    "fp16 faq (norms only)": (recipes.get("fp16"), "faq", "fused", 1),
+    "b1.58 faq, weights only": (dataclasses.replace(B158, act_quant="none"), "faq", "fused", 1),
+    "b1.58 faq, activations only": (dataclasses.replace(B158, weight_quant="none"), "faq", "fused", 1),
+    "b1.58 faq fused": (B158, "faq", "fused", 1),
+    "b1.58 faq unfused": (B158, "faq", "unfused", 1),
+    "b1.58 llama": (B158, "llama", "fused", 1),
+}
+GROUP_VARIANTS = {  # a 16-run group (issue 10's packed sweeps), at the small shapes only
+    "fp16 llama, group 16": (recipes.get("fp16"), "llama", "fused", 16),
+    "b1.58 faq fused, group 16": (B158, "faq", "fused", 16),
+    "b1.58 faq unfused, group 16": (B158, "faq", "unfused", 16),
+}
+
+
+def unfused_input(self, x):
+    """The input path before the fused op: nnx.RMSNorm, then the activation quantiser, as two ops."""
+    if self.norm is not None:
+        x = self.norm(x)
+    return quantize_activation(topk_sparsify(x, self.topk), self.recipe, self.role)
+
+
+FUSED_INPUT = BitLinear._quantized_input
+
+
+def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
+    model_cfg, batch, k, calls = SHAPES[shape]
+    recipe, layout, path, group = {**VARIANTS, **GROUP_VARIANTS}[variant]
+    BitLinear._quantized_input = unfused_input if path == "unfused" else FUSED_INPUT
+    cfg = dataclasses.replace(model_cfg, layout=layout)
+    train = TrainConfig(batch_size=batch, steps=10_000, steps_per_call=k)
+    training = build_training(RunConfig(recipe=recipe, model=cfg, train=train))
+    batches = TrainBatches(tokens, list(range(group)), batch, cfg.seq_len, steps_per_call=k)
+    call = make_train_call(training.model, training.optimizer, training.hyperparams, group, k, batches.draw)
+    state = jax.tree.map(lambda x: jnp.stack([x] * group), training.state)
+    active, inputs = jnp.ones((group,), bool), batches.inputs([0] * group)
+    t0 = time.perf_counter()
+    state, active, metrics, _ = call(state, active, jnp.int32(k), inputs)
+    jax.block_until_ready(metrics)
+    first_s = time.perf_counter() - t0
+    times, losses = [], []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        state, active, metrics, _ = call(state, active, jnp.int32((i + 2) * k), inputs)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+        losses.append(float(np.mean(np.asarray(metrics)[:, 0, METRICS.index("loss")])))
+    step_s = statistics.median(times) / k
+    tps = group * batch * cfg.seq_len / step_s  # all runs of the group together
+    return {"shape": shape, "variant": variant, "layout": layout, "path": path, "group": group, "batch": batch,
+            "seq_len": cfg.seq_len, "steps_per_call": k, "first_call_s": first_s, "step_ms": step_s * 1e3,
+            "tokens_per_sec": tps, "mfu": tps * flops_per_token(cfg, recipe) / 989e12,
+            "loss_timed_steps": float(np.mean(losses)), "device": jax.devices()[0].device_kind}
+
+
+def main() -> None:
+    deadline = time.time() + float(sys.argv[1] if len(sys.argv) > 1 else 480)
+    shapes = sys.argv[2:] or ["0.8m", "4.3m", "110m"]
+    OUT.mkdir(parents=True, exist_ok=True)
+    tokens = build_token_data("python_docs", "byte", seq_len=1024).train
+    base = {}
+    for shape in shapes:
+        for variant in [*VARIANTS, *(GROUP_VARIANTS if shape in ("0.8m", "tiny") else ())]:
+            if time.time() > deadline:
+                print(f"deadline: stopped before {shape} {variant}", flush=True)
+                return
+            row = measure(shape, variant, tokens)
+            base.setdefault(shape, row["step_ms"])
+            row["step_vs_fp16_llama"] = row["step_ms"] / base[shape] / row["group"]  # per run
+            print(json.dumps(row), flush=True)
+            with open(OUT / "quant_cost.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
