@@ -76,25 +76,16 @@ class BitLinear(nnx.Module):
         return layer
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self._quantized_input(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        x = topk_sparsify(x, self.topk)
+        x = quantize_activation(x, self.recipe, self.role)
         w = quantize_weight(self.kernel[...], self.recipe)
         dtype = self.dtype or jnp.result_type(x, w)
         y = jnp.dot(x.astype(dtype), w.astype(dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)
         return y
-
-    def _quantized_input(self, x: jax.Array) -> jax.Array:
-        """norm, top-k, activation quantiser; the norm and an absmax quantiser run as one op when nothing sits
-        between them (the FAQ layout's q/k/v/o/gate/up/down inputs)."""
-        kind, bits = self.recipe.act_for(self.role)
-        if self.norm is not None and kind == "absmax" and self.topk >= 1.0:
-            x = x.astype(self.dtype or jnp.result_type(x, self.norm.scale[...]))  # nnx.RMSNorm's output dtype
-            return quant.rms_norm_act_absmax(x, self.norm.scale[...], bits=bits, per_token=self.recipe.act_per_token,
-                                             eps=self.norm.epsilon)
-        if self.norm is not None:
-            x = self.norm(x)
-        return quantize_activation(topk_sparsify(x, self.topk), self.recipe, self.role)
 
 
 def quantize(model: nnx.Module, recipe: str | Recipe, *, exclude: tuple[str, ...] = ()) -> nnx.Module:

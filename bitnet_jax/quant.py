@@ -9,7 +9,6 @@ Activations
   act_absmax         b-bit absmax, per token or per tensor              BitNet (2023), BitNet b1.58
   act_absmean        b-bit absmean, per token (4 bits in the paper)     BitNet a4.8 (Wang et al., 2024)
   act_zero_point     b-bit min/max with a zero point, for non-negative inputs (before non-linearities)  BitNet (2023)
-  rms_norm_act_absmax  act_absmax(RMSNorm(x)) as one op: the FAQ BitLinear's input path (norm inside the layer)
 Integer forms
   ternary_codes, binary_codes, act_absmax_codes return (int8 codes, float32 scale) with
   codes * scale equal (in float32) to ternary_absmean, binary_sign, act_absmax respectively.
@@ -21,7 +20,6 @@ ste="identity" passes the gradient straight through (dy/dx = 1); ste="clipped" z
 pre-rounding scaled value lies outside the clip range.
 """
 
-import functools
 import math
 
 import jax
@@ -36,7 +34,6 @@ __all__ = [
     "act_absmax",
     "act_absmean",
     "act_zero_point",
-    "rms_norm_act_absmax",
     "ternary_codes",
     "binary_codes",
     "act_absmax_codes",
@@ -230,48 +227,6 @@ def act_zero_point(x, bits=8, per_token=True, *, groups=1, ste="identity"):
     v = (xf - eta) / gamma * qb  # divide first so x = gamma (with eta = 0) lands exactly on Qb
     y = jnp.clip(jnp.round(v), 0, qb) / (qb / gamma) + eta
     return _ste_output(x, y, (v >= 0) & (v <= qb), ste)
-
-
-def rms_norm_act_absmax(x, scale, *, bits=8, per_token=True, eps=1e-5):
-    """act_absmax(RMSNorm(x) * scale) in one op, with act_absmax's straight-through gradient and the norm's exact one.
-
-    The forward equals nnx.RMSNorm (float32 statistics, x * (rsqrt(mean x^2 + eps) * scale)) followed by act_absmax,
-    except that the normalised value is quantised in float32 without first being rounded to x's dtype. The backward
-    is written out (dx = r (g s - x r^2 mean(x g s)), dscale = sum g x r, r = rsqrt(mean x^2 + eps)) and keeps only x
-    and r for it: one pass each way instead of the norm's and the quantiser's separate ones. absmax never clips (the
-    largest |value| maps to Q), so the identity and clipped STEs coincide here.
-    """
-    _check_bits(bits)
-    return _norm_absmax(jnp.asarray(x), jnp.asarray(scale), bits, per_token, eps)
-
-
-def _norm_absmax_forward(x, scale, bits, per_token, eps):
-    xf = x.astype(jnp.float32)
-    r = jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
-    codes, step, _ = _absmax(xf * (r * scale.astype(jnp.float32)), bits, per_token, 1)
-    return (codes * step).astype(x.dtype), r
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _norm_absmax(x, scale, bits, per_token, eps):
-    return _norm_absmax_forward(x, scale, bits, per_token, eps)[0]
-
-
-def _norm_absmax_fwd(x, scale, bits, per_token, eps):
-    y, r = _norm_absmax_forward(x, scale, bits, per_token, eps)
-    return y, (x, scale, r)
-
-
-def _norm_absmax_bwd(bits, per_token, eps, residuals, g):
-    x, scale, r = residuals
-    xf, gf = x.astype(jnp.float32), g.astype(jnp.float32)
-    gs = gf * scale.astype(jnp.float32)
-    dx = r * (gs - xf * (r * r) * jnp.mean(xf * gs, axis=-1, keepdims=True))
-    dscale = jnp.sum(gf * xf * r, axis=tuple(range(x.ndim - 1)))
-    return dx.astype(x.dtype), dscale.astype(scale.dtype)
-
-
-_norm_absmax.defvjp(_norm_absmax_fwd, _norm_absmax_bwd)
 
 
 # ---------------------------------------------------------------- integer forms

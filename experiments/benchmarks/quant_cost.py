@@ -1,16 +1,14 @@
-"""Where a b1.58 training step spends its time over fp16's, and what fusing the FAQ BitLinear's norm and activation
-quantiser into one op (`quant.rms_norm_act_absmax`) buys (issue 13, item 1).
+"""Where a b1.58 training step spends its time over fp16's (issue 13, item 1).
 
-    PYTHONUNBUFFERED=1 python experiments/benchmarks/quant_cost.py [SECONDS] [SHAPE ...]
+    PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python experiments/benchmarks/quant_cost.py [SECONDS] [SHAPE ...]
 
 Per shape, one row per variant: the training loop's jitted call (K steps in one `lax.fori_loop`, batches drawn on the
 device, AdamW; `train.make_train_call`, as a run trains) timed after compilation, median of a few calls. Variants
-take the recipe's quantisers apart: fp16 in the LLaMA layout (2 norms per block) and in the FAQ layout (a norm inside
-each of the 7 linear layers, nothing quantised), b1.58 with only its weights or only its activations quantised, b1.58
-whole in the FAQ layout with the fused input path (`fused`) and with the norm and quantiser as separate ops as before
-(`unfused`), and b1.58 in the LLaMA layout; at the small shapes also 16-run groups (`jax.vmap`, tokens/s of the
-whole group). Each row also holds the mean loss of the timed steps; `fused` and
-`unfused` start from the same state and batches, so their losses show how far the two paths drift apart in bf16.
+take the recipe apart: fp16 in the LLaMA layout (2 norms per block) and in the FAQ layout (a norm inside each of the
+7 linear layers, nothing quantised), b1.58 in the FAQ layout with only its weights or only its activations
+quantised, b1.58 whole in the FAQ and the LLaMA layouts; at the small shapes also 16-run groups (`jax.vmap`, tokens/s
+of the whole group). Each row also holds the mean loss of the timed steps. (At commit a2b60ab the script also timed a
+fused RMSNorm + absmax op against the separate ops; it was no faster and was removed: experiments/benchmarks/README.md.)
 
 Rows go to $OUT/quant_cost.jsonl (default /tmp/quant_cost) as they land; no new variant starts after SECONDS
 (default 480). Shapes: 0.8m, 4.3m (sweeps/gpu_small.yaml's, batch 64 x 256), 110m (bench's 125m preset, batch 16 x
@@ -35,7 +33,6 @@ from bitnet_jax import recipes
 from bitnet_jax.config import RunConfig, TrainConfig
 from bitnet_jax.data import build_token_data
 from bitnet_jax.data.batches import TrainBatches
-from bitnet_jax.layers import BitLinear, quantize_activation, topk_sparsify
 from bitnet_jax.model import ModelConfig, flops_per_token
 from bitnet_jax.train.bench import PRESETS
 from bitnet_jax.train.state import build_training
@@ -50,36 +47,23 @@ SHAPES = {  # name: (model, batch, steps per call, timed calls)
     "tiny": (PRESETS["tiny"], 8, 4, 2),  # a CPU smoke test of the script (not in the default list)
 }
 B158 = recipes.get("bitnet_b158")
-VARIANTS = {  # name: (recipe, layout, input path, runs in the group)
-    "fp16 llama": (recipes.get("fp16"), "llama", "fused", 1),
-    "fp16 faq (norms only)": (recipes.get("fp16"), "faq", "fused", 1),
-    "b1.58 faq, weights only": (dataclasses.replace(B158, act_quant="none"), "faq", "fused", 1),
-    "b1.58 faq, activations only": (dataclasses.replace(B158, weight_quant="none"), "faq", "fused", 1),
-    "b1.58 faq fused": (B158, "faq", "fused", 1),
-    "b1.58 faq unfused": (B158, "faq", "unfused", 1),
-    "b1.58 llama": (B158, "llama", "fused", 1),
+VARIANTS = {  # name: (recipe, layout, runs in the group)
+    "fp16 llama": (recipes.get("fp16"), "llama", 1),
+    "fp16 faq (norms only)": (recipes.get("fp16"), "faq", 1),
+    "b1.58 faq, weights only": (dataclasses.replace(B158, act_quant="none"), "faq", 1),
+    "b1.58 faq, activations only": (dataclasses.replace(B158, weight_quant="none"), "faq", 1),
+    "b1.58 faq": (B158, "faq", 1),
+    "b1.58 llama": (B158, "llama", 1),
 }
 GROUP_VARIANTS = {  # a 16-run group (issue 10's packed sweeps), at the small shapes only
-    "fp16 llama, group 16": (recipes.get("fp16"), "llama", "fused", 16),
-    "b1.58 faq fused, group 16": (B158, "faq", "fused", 16),
-    "b1.58 faq unfused, group 16": (B158, "faq", "unfused", 16),
+    "fp16 llama, group 16": (recipes.get("fp16"), "llama", 16),
+    "b1.58 faq, group 16": (B158, "faq", 16),
 }
-
-
-def unfused_input(self, x):
-    """The input path before the fused op: nnx.RMSNorm, then the activation quantiser, as two ops."""
-    if self.norm is not None:
-        x = self.norm(x)
-    return quantize_activation(topk_sparsify(x, self.topk), self.recipe, self.role)
-
-
-FUSED_INPUT = BitLinear._quantized_input
 
 
 def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
     model_cfg, batch, k, calls = SHAPES[shape]
-    recipe, layout, path, group = {**VARIANTS, **GROUP_VARIANTS}[variant]
-    BitLinear._quantized_input = unfused_input if path == "unfused" else FUSED_INPUT
+    recipe, layout, group = {**VARIANTS, **GROUP_VARIANTS}[variant]
     cfg = dataclasses.replace(model_cfg, layout=layout)
     train = TrainConfig(batch_size=batch, steps=10_000, steps_per_call=k)
     training = build_training(RunConfig(recipe=recipe, model=cfg, train=train))
@@ -100,7 +84,7 @@ def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
         losses.append(float(np.mean(np.asarray(metrics)[:, 0, METRICS.index("loss")])))
     step_s = statistics.median(times) / k
     tps = group * batch * cfg.seq_len / step_s  # all runs of the group together
-    return {"shape": shape, "variant": variant, "layout": layout, "path": path, "group": group, "batch": batch,
+    return {"shape": shape, "variant": variant, "layout": layout, "group": group, "batch": batch,
             "seq_len": cfg.seq_len, "steps_per_call": k, "first_call_s": first_s, "step_ms": step_s * 1e3,
             "tokens_per_sec": tps, "mfu": tps * flops_per_token(cfg, recipe) / 989e12,
             "loss_timed_steps": float(np.mean(losses)), "device": jax.devices()[0].device_kind}
