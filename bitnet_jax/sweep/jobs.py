@@ -16,16 +16,32 @@ from bitnet_jax import config as config_lib
 from bitnet_jax.model import param_counts
 from bitnet_jax.sweep.spec import ExecutorSpec, PlannedRun
 
-# A job's start-up on an H200 host (experiments/sweep_throughput, 2026-12-02): interpreter, imports and data, then
-# XLA compilation, which grows with depth (the layers are unrolled), or a few seconds when an earlier job of the
-# sweep left the same program in the persistent compilation cache.
-COMPILE_S, COMPILE_PER_LAYER_S, CACHED_START_S = 8.0, 7.0, 6.0
+# The dry run's time model (a sweep on one host). Constants from the H200 sweeps of experiments/scaling_gpu and the
+# probes of experiments/sweep_throughput, fitted by experiments/sweep_throughput/calibrate.py (README part 4); fitted
+# on the 0.3M-6.2M calls alone it predicted the 6.2M-21.3M calls it had not seen within -10 % to +25 % (their sweep
+# time), but a sweep of 27 one-run jobs of the earlier code took 40 % less than it predicts (shorter start-ups).
+# - A job starts up (process, imports, data, model, XLA compilation, first call, final evaluation and checkpoint):
+#   COMPILE_S + COMPILE_PER_LAYER_S per layer, or CACHED_START_S when an earlier job of the sweep has compiled its
+#   program (the persistent compilation cache); absmedian jobs took up to twice as long, which it does not model.
+# - A step costs a fixed overhead (executor.est_step_overhead_s: launches and the host loop) plus device time: the
+#   runs' FLOPs at executor.est_flops_per_sec (on an H200 its dense bf16 peak: at widths 96-384 the data cannot tell
+#   FLOPs from elementwise work) and their memory-bound elementwise work (norms, quantisers, activations) at
+#   executor.est_elementwise_s per token, unit of width and layer; the absmedian quantiser adds a median (a sort) of
+#   every weight matrix each step, ABSMEDIAN_WEIGHT_COST elementwise units per weight (it doubles a 21M step).
+# - Jobs training at once share the devices equally: n jobs on one GPU each step at 1/n of their speed alone, small
+#   models too (the GPU time-slices between processes; several jobs per GPU gain by overlapping one job's start-up
+#   with the others' training, not by running their kernels side by side).
+COMPILE_S, COMPILE_PER_LAYER_S, CACHED_START_S = 19.0, 3.1, 25.0
+ABSMEDIAN_WEIGHT_COST = 5.4
+RUNNER_S = 24.0  # the sweep command's own start (data check) and report, around its jobs
+STEP_KEYS = ("train.steps", "train.eval_every", "train.ckpt_every")  # not part of a job's compiled program
 MEMORY_USE = 0.7  # of the device memory a job may plan for, shared among the jobs on one device
 
 
 @dataclass(frozen=True)
 class Job:
     runs: tuple[PlannedRun, ...]
+    done: int = 0  # steps its runs have trained already (a resumed job); the estimate counts the rest
 
     @property
     def name(self) -> str:
@@ -38,43 +54,68 @@ class Job:
 
     @property
     def program(self) -> tuple:
-        """Jobs with equal programs compile once per sweep (the persistent compilation cache)."""
-        return config_lib.group_key(self.runs[0].config), len(self.runs)
+        """Jobs with equal programs compile once per sweep (the persistent compilation cache holds it for the next);
+        runs of one shape and recipe but different lengths share it."""
+        key = config_lib.group_key(self.runs[0].config)
+        return tuple(kv for kv in key if kv[0] not in STEP_KEYS), len(self.runs)
 
     def start_seconds(self, cached: bool = False) -> float:
-        if cached:
-            return CACHED_START_S
-        return COMPILE_S + COMPILE_PER_LAYER_S * self.runs[0].config.model.n_layers
+        compile_s = COMPILE_S + COMPILE_PER_LAYER_S * self.runs[0].config.model.n_layers
+        return min(CACHED_START_S, compile_s) if cached else compile_s
+
+    def step_seconds(self, executor: ExecutorSpec) -> float:
+        """One step of the job alone on a device: the fixed overhead plus every run's FLOPs and elementwise work."""
+        device = 0.0
+        for r in self.runs:
+            m, t = r.config.model, r.config.train
+            elementwise = t.batch_size * m.seq_len * m.d_model * m.n_layers
+            if r.config.recipe.weight_quant == "ternary_absmedian":
+                elementwise += ABSMEDIAN_WEIGHT_COST * param_counts(m, r.config.recipe)["matmul"]
+            device += r.flops / t.steps / executor.est_flops_per_sec + elementwise * executor.est_elementwise_s
+        return executor.est_step_overhead_s + device
 
     def train_seconds(self, executor: ExecutorSpec) -> float:
-        """Device time: every step costs a fixed overhead (kernel launches, which dominate small models) plus the
-        group's FLOPs at the executor's rate."""
-        group_flops_per_step = sum(r.flops for r in self.runs) / self.steps
-        return self.steps * (executor.est_step_overhead_s + group_flops_per_step / executor.est_flops_per_sec)
+        """The steps left, alone on a device."""
+        return max(0, self.steps - self.done) * self.step_seconds(executor)
+
+
+def schedule(queues: list[tuple[list[Job], int]], executor: ExecutorSpec, n_devices: int,
+             compiled: tuple = ()) -> list[list[float]]:
+    """When each job ends, simulated: each queue (its jobs, its number of slots) starts its jobs in order on free
+    slots; a job starts up (compiling unless its program is in `compiled` or an earlier job finished compiling it),
+    then trains; the jobs training at once, of every queue, share the `n_devices` devices equally."""
+    compiled, now = set(compiled), 0.0
+    waiting = [list(enumerate(jobs)) for jobs, _ in queues]
+    ends = [[0.0] * len(jobs) for jobs, _ in queues]
+    running: list[list] = []  # [queue, index, program, start-up seconds left, device seconds left]
+    while any(waiting) or running:
+        for q, (_, slots) in enumerate(queues):
+            while waiting[q] and sum(r[0] == q for r in running) < slots:
+                i, job = waiting[q].pop(0)
+                running.append([q, i, job.program, job.start_seconds(job.program in compiled),
+                                job.train_seconds(executor)])
+        training = [r for r in running if r[3] <= 0]
+        share = min(1.0, n_devices / len(training)) if training else 0.0
+        dt = min([r[3] for r in running if r[3] > 0] + [r[4] / share for r in training])
+        for r in running:
+            if r[3] > 0:
+                r[3] = r[3] - dt if r[3] - dt > 1e-9 else 0.0
+            else:
+                r[4] -= dt * share
+        now += dt
+        for r in running:
+            if r[3] <= 0:
+                compiled.add(r[2])
+                if r[4] <= 1e-9:
+                    ends[r[0]][r[1]] = now
+        running = [r for r in running if r[3] > 0 or r[4] > 1e-9]
+    return ends
 
 
 def estimate_seconds(jobs: list[Job], executor: ExecutorSpec, n_slots: int, n_devices: int) -> float:
-    """The sweep's wall time, simulated: jobs start in order on `n_slots` slots; each first starts up (compiling,
-    unless an earlier job compiled its program), then trains, the jobs training at once sharing the `n_devices`
-    devices equally. Within 9 % of the three sweeps it was calibrated on (experiments/sweep_throughput)."""
-    queue, compiled, now = list(jobs), set(), 0.0
-    running: list[list[float]] = []  # [start-up seconds left, device seconds left]
-    while queue or running:
-        while queue and len(running) < n_slots:
-            job = queue.pop(0)
-            running.append([job.start_seconds(job.program in compiled), job.train_seconds(executor)])
-            compiled.add(job.program)
-        training = [r for r in running if r[0] <= 0]
-        share = min(1.0, n_devices / len(training)) if training else 0.0
-        step = min([r[0] for r in running if r[0] > 0] + [r[1] / share for r in training])
-        for r in running:
-            if r[0] > 0:
-                r[0] -= step
-            else:
-                r[1] -= step * share
-        now += step
-        running = [r for r in running if r[0] > 0 or r[1] > 1e-9]
-    return now
+    """The sweep's wall time: its jobs on `n_slots` slots sharing `n_devices` devices (`schedule`), plus the
+    runner's own start and report."""
+    return RUNNER_S + max(schedule([(jobs, n_slots)], executor, n_devices)[0], default=0.0) if jobs else 0.0
 
 
 def run_bytes(run: PlannedRun) -> float:

@@ -70,7 +70,8 @@ def run(spec_path: str | Path, out_dir: str | Path | None = None, *, dry_run: bo
     if dry_run:
         statuses = {r.run_id: run_status(out / r.run_id) for r in runs}
         print(spec_lib.describe(runs, spec))
-        left = [Job(rest) for j in jobs if (rest := tuple(r for r in j.runs if statuses[r.run_id] not in DONE))]
+        left = [Job(rest, done=min(_steps_done(out / r.run_id) for r in rest))
+                for j in jobs if (rest := tuple(r for r in j.runs if statuses[r.run_id] not in DONE))]
         done = len(runs) - sum(len(j.runs) for j in left)
         if done:
             print(f"{done} of these {len(runs)} runs are finished (or diverged) in {out}; what is left:")
@@ -172,14 +173,21 @@ def describe_jobs(jobs: list[Job], spec: SweepSpec, n_slots: int, n_devices: int
     lines = [f"{len(jobs)} jobs (executor.group={str(ex.group).lower()}), {n_slots} at a time:"]
     for j in jobs:
         seconds = j.start_seconds() + j.train_seconds(ex)
-        lines.append(f"  {j.name:<60}{len(j.runs):>3} run(s) {j.steps:>7} steps  ~{spec_lib.duration(seconds)}")
+        steps = f"{j.steps:>7} steps" if not j.done else f"{j.steps - j.done:>7} of {j.steps} steps left"
+        lines.append(f"  {j.name:<60}{len(j.runs):>3} run(s) {steps}  ~{spec_lib.duration(seconds)} alone")
     total = jobs_lib.estimate_seconds(jobs, ex, n_slots, n_devices)
-    lines.append(f"estimated wall time: {spec_lib.duration(total)} (device time per step "
-                 f"{ex.est_step_overhead_s * 1e3:.2g} ms + FLOPs at {ex.est_flops_per_sec:.2g} FLOP/s, "
-                 f"executor.est_step_overhead_s / est_flops_per_sec; start-up {jobs_lib.COMPILE_S:.0f} s + "
-                 f"{jobs_lib.COMPILE_PER_LAYER_S:.0f} s per layer to compile, {jobs_lib.CACHED_START_S:.0f} s from "
-                 f"the compilation cache)")
+    lines.append(f"estimated wall time: {spec_lib.duration(total)} (bitnet_jax/sweep/jobs.py: a step "
+                 f"{ex.est_step_overhead_s * 1e3:.2g} ms + FLOPs at {ex.est_flops_per_sec:.3g}/s + "
+                 f"{ex.est_elementwise_s:.3g} s x tokens x width x layers, executor.est_*; jobs on a device share it "
+                 f"equally; start-up {jobs_lib.COMPILE_S:.0f} s + {jobs_lib.COMPILE_PER_LAYER_S:.1f} s per layer, "
+                 f"{jobs_lib.CACHED_START_S:.0f} s cached)")
     return "\n".join(lines)
+
+
+def _steps_done(run_dir: Path) -> int:
+    """The step a run's summary records (0 if it has none): a stopped run resumes there, a killed one from its last
+    checkpoint before it."""
+    return int((read_json(run_dir / "summary.json") or {}).get("step") or 0)
 
 
 class _Scheduler:

@@ -56,10 +56,12 @@ class ExecutorSpec:
     runs_per_gpu: int | None = None  # jobs sharing one GPU; None: chosen from the model sizes
     gpus_per_run: int = 1  # GPUs each job sees (CUDA_VISIBLE_DEVICES); its runs spread over them as `mesh:` says
     stall_timeout_s: float = 3600.0  # a job that writes nothing for this long is killed and its runs marked failed
-    # the dry run's time estimate: per step, a fixed overhead plus the job's FLOPs at this rate (2-core CPU: 2.5e10
-    # and 0; an H200 running 0.8M-12M models: 1.8e14 and 1.3 ms, see experiments/sweep_throughput)
+    # the dry run's time estimate (bitnet_jax/sweep/jobs.py): per step, a fixed overhead plus the job's FLOPs at this
+    # rate plus its elementwise work, seconds per token, unit of width and layer (2-core CPU: 2.5e10, 0 and 0, the
+    # FLOPs alone; an H200: see sweeps/scaling_gpu.yaml and experiments/sweep_throughput/calibrate.py)
     est_flops_per_sec: float = 2.5e10
     est_step_overhead_s: float = 0.0
+    est_elementwise_s: float = 0.0
     # kind: slurm (each job one task of a SLURM job array; gpus_per_run GPUs each, grouped for gpu_memory_gb)
     partition: str | None = None  # None: the cluster's default partition
     account: str | None = None
@@ -84,9 +86,10 @@ class ExecutorSpec:
         for name in ("parallel", "max_group", "runs_per_gpu", "gpus_per_run"):
             if (getattr(self, name) or 1) < 1:
                 raise ConfigError(f"executor.{name}={getattr(self, name)}: must be a positive integer (or null)")
-        if self.stall_timeout_s <= 0 or self.est_flops_per_sec <= 0 or self.est_step_overhead_s < 0:
+        if (self.stall_timeout_s <= 0 or self.est_flops_per_sec <= 0 or self.est_step_overhead_s < 0
+                or self.est_elementwise_s < 0):
             raise ConfigError("executor.stall_timeout_s and executor.est_flops_per_sec must be positive, "
-                              "executor.est_step_overhead_s >= 0")
+                              "executor.est_step_overhead_s and est_elementwise_s >= 0")
 
 
 @dataclass(frozen=True)
