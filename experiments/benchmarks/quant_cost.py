@@ -7,7 +7,8 @@ device, AdamW; `train.make_train_call`, as a run trains) timed after compilation
 take the recipe apart: fp16 in the LLaMA layout (2 norms per block) and in the FAQ layout (a norm inside each of the
 7 linear layers, nothing quantised), b1.58 in the FAQ layout with only its weights or only its activations
 quantised, b1.58 whole in the FAQ and the LLaMA layouts, and the FAQ layout with sibling norms sharing one statistic
-and one backward pass (`shared_norm.py`, a candidate, checked against the separate norms first); at the small shapes
+and one backward pass (`shared_norm.py`), absmedian with its median sort and with a radix select (`radix_median.py`)
+(both candidates, checked against the product's path first); at the small shapes
 also 16-run groups (`jax.vmap`, tokens/s of the whole group). Each row also holds the mean loss of the timed steps.
 (At commit a2b60ab the script also timed a fused RMSNorm + absmax op against the separate ops; it was no faster and
 was removed: quant_cost.md.)
@@ -41,7 +42,8 @@ from bitnet_jax.train.state import build_training
 from bitnet_jax.train.step import METRICS, make_train_call
 
 sys.path.insert(0, str(Path(__file__).parent))
-import shared_norm  # noqa: E402  (this folder's candidate)
+import radix_median  # noqa: E402  (this folder's candidates)
+import shared_norm  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", "/tmp/quant_cost"))
 SMALL = dict(vocab_size=256, seq_len=256)
@@ -52,26 +54,31 @@ SHAPES = {  # name: (model, batch, steps per call, timed calls)
     "tiny": (PRESETS["tiny"], 8, 4, 2),  # a CPU smoke test of the script (not in the default list)
 }
 B158 = recipes.get("bitnet_b158")
-VARIANTS = {  # name: (recipe, layout, runs in the group, sibling norms shared: experiments/benchmarks/shared_norm.py)
-    "fp16 llama": (recipes.get("fp16"), "llama", 1, False),
-    "fp16 faq (norms only)": (recipes.get("fp16"), "faq", 1, False),
-    "fp16 faq (norms only), shared norms": (recipes.get("fp16"), "faq", 1, True),
-    "b1.58 faq, weights only": (dataclasses.replace(B158, act_quant="none"), "faq", 1, False),
-    "b1.58 faq, activations only": (dataclasses.replace(B158, weight_quant="none"), "faq", 1, False),
-    "b1.58 faq": (B158, "faq", 1, False),
-    "b1.58 faq, shared norms": (B158, "faq", 1, True),
-    "b1.58 llama": (B158, "llama", 1, False),
+MEDIAN = recipes.get("bitnet_b158_median")
+PATCHES = {"shared norms": shared_norm, "radix median": radix_median}  # this folder's candidates
+VARIANTS = {  # name: (recipe, layout, runs in the group, candidate patched in or None)
+    "fp16 llama": (recipes.get("fp16"), "llama", 1, None),
+    "fp16 faq (norms only)": (recipes.get("fp16"), "faq", 1, None),
+    "fp16 faq (norms only), shared norms": (recipes.get("fp16"), "faq", 1, "shared norms"),
+    "b1.58 faq, weights only": (dataclasses.replace(B158, act_quant="none"), "faq", 1, None),
+    "b1.58 faq, activations only": (dataclasses.replace(B158, weight_quant="none"), "faq", 1, None),
+    "b1.58 faq": (B158, "faq", 1, None),
+    "b1.58 faq, shared norms": (B158, "faq", 1, "shared norms"),
+    "b1.58 llama": (B158, "llama", 1, None),
+    "b1.58 absmedian faq": (MEDIAN, "faq", 1, None),
+    "b1.58 absmedian faq, radix median": (MEDIAN, "faq", 1, "radix median"),
 }
 GROUP_VARIANTS = {  # a 16-run group (issue 10's packed sweeps), at the small shapes only
-    "fp16 llama, group 16": (recipes.get("fp16"), "llama", 16, False),
-    "b1.58 faq, group 16": (B158, "faq", 16, False),
+    "fp16 llama, group 16": (recipes.get("fp16"), "llama", 16, None),
+    "b1.58 faq, group 16": (B158, "faq", 16, None),
 }
 
 
 def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
     model_cfg, batch, k, calls = SHAPES[shape]
-    recipe, layout, group, shared = {**VARIANTS, **GROUP_VARIANTS}[variant]
-    (shared_norm.install if shared else shared_norm.uninstall)()
+    recipe, layout, group, patch = {**VARIANTS, **GROUP_VARIANTS}[variant]
+    for name, module in PATCHES.items():
+        (module.install if name == patch else module.uninstall)()
     cfg = dataclasses.replace(model_cfg, layout=layout)
     train = TrainConfig(batch_size=batch, steps=10_000, steps_per_call=k)
     training = build_training(RunConfig(recipe=recipe, model=cfg, train=train))
@@ -92,7 +99,7 @@ def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
         losses.append(float(np.mean(np.asarray(metrics)[:, 0, METRICS.index("loss")])))
     step_s = statistics.median(times) / k
     tps = group * batch * cfg.seq_len / step_s  # all runs of the group together
-    return {"shape": shape, "variant": variant, "layout": layout, "group": group, "shared_norms": shared, "batch": batch,
+    return {"shape": shape, "variant": variant, "layout": layout, "group": group, "candidate": patch, "batch": batch,
             "seq_len": cfg.seq_len, "steps_per_call": k, "first_call_s": first_s, "step_ms": step_s * 1e3,
             "tokens_per_sec": tps, "mfu": tps * flops_per_token(cfg, recipe) / 989e12,
             "loss_timed_steps": float(np.mean(losses)), "device": jax.devices()[0].device_kind}
@@ -102,7 +109,8 @@ def main() -> None:
     deadline = time.time() + float(sys.argv[1] if len(sys.argv) > 1 else 480)
     shapes = sys.argv[2:] or ["0.8m", "4.3m", "110m"]
     OUT.mkdir(parents=True, exist_ok=True)
-    print(json.dumps({"shared_norm_check_max_rel_diff": shared_norm.check()}), flush=True)
+    print(json.dumps({"shared_norm_check_max_rel_diff": shared_norm.check(),
+                      "radix_median_cases_differing": radix_median.check()}), flush=True)
     tokens = build_token_data("python_docs", "byte", seq_len=1024).train
     base = {}
     for shape in shapes:
