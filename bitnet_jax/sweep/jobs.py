@@ -67,16 +67,23 @@ class Job:
         """One step of the job alone on a device: the fixed overhead plus every run's FLOPs and elementwise work."""
         device = 0.0
         for r in self.runs:
-            m, t = r.config.model, r.config.train
-            elementwise = t.batch_size * m.seq_len * m.d_model * m.n_layers
-            if r.config.recipe.weight_quant == "ternary_absmedian":
-                elementwise += ABSMEDIAN_WEIGHT_COST * param_counts(m, r.config.recipe)["matmul"]
-            device += r.flops / t.steps / executor.est_flops_per_sec + elementwise * executor.est_elementwise_s
+            flops, elementwise, median_weights = step_work(r)
+            device += (flops / executor.est_flops_per_sec
+                       + (elementwise + ABSMEDIAN_WEIGHT_COST * median_weights) * executor.est_elementwise_s)
         return executor.est_step_overhead_s + device
 
     def train_seconds(self, executor: ExecutorSpec) -> float:
         """The steps left, alone on a device."""
         return max(0, self.steps - self.done) * self.step_seconds(executor)
+
+
+def step_work(run: PlannedRun) -> tuple[float, float, float]:
+    """Per step of one run: its FLOPs, its elementwise units (tokens x width x layers) and the weights an absmedian
+    quantiser takes the median of (0 for other recipes)."""
+    m, t = run.config.model, run.config.train
+    median = run.config.recipe.weight_quant == "ternary_absmedian"
+    return (run.flops / t.steps, t.batch_size * m.seq_len * m.d_model * m.n_layers,
+            param_counts(m, run.config.recipe)["matmul"] if median else 0.0)
 
 
 def schedule(queues: list[tuple[list[Job], int]], executor: ExecutorSpec, n_devices: int,

@@ -427,11 +427,8 @@ def step_parts(job: Job, p, flops_per_sec: float = H200_PEAK_FLOPS) -> tuple[flo
     jobs.Job.step_seconds computes them."""
     device = 0.0
     for r in job.runs:
-        m, t = r.config.model, r.config.train
-        ew = t.batch_size * m.seq_len * m.d_model * m.n_layers
-        if r.config.recipe.weight_quant == "ternary_absmedian":
-            ew += p[2] * param_counts(m, r.config.recipe)["matmul"]
-        device += r.flops / t.steps / flops_per_sec + ew * p[1] * 1e-10
+        flops, elementwise, median_weights = jobs_lib.step_work(r)
+        device += flops / flops_per_sec + (elementwise + p[2] * median_weights) * p[1] * 1e-10
     return p[0] * 1e-3, device
 
 
