@@ -8,7 +8,8 @@ take the recipe apart: fp16 in the LLaMA layout (2 norms per block) and in the F
 7 linear layers, nothing quantised), b1.58 in the FAQ layout with only its weights or only its activations
 quantised, b1.58 whole in the FAQ and the LLaMA layouts, and the FAQ layout with sibling norms sharing one statistic
 and one backward pass (`shared_norm.py`), absmedian with its median sort and with a radix select (`radix_median.py`)
-(both candidates, checked against the product's path first); at the small shapes
+and the training call's loop with a fixed trip count (`static_loop.py`) (candidates, checked against the product's
+path first); at the small shapes
 also 16-run groups (`jax.vmap`, tokens/s of the whole group). Each row also holds the mean loss of the timed steps.
 (At commit a2b60ab the script also timed a fused RMSNorm + absmax op against the separate ops; it was no faster and
 was removed: quant_cost.md.)
@@ -39,11 +40,13 @@ from bitnet_jax.data.batches import TrainBatches
 from bitnet_jax.model import ModelConfig, flops_per_token
 from bitnet_jax.train.bench import PRESETS
 from bitnet_jax.train.state import build_training
-from bitnet_jax.train.step import METRICS, make_train_call
+from bitnet_jax.train import step as step_module
+from bitnet_jax.train.step import METRICS
 
 sys.path.insert(0, str(Path(__file__).parent))
 import radix_median  # noqa: E402  (this folder's candidates)
 import shared_norm  # noqa: E402
+import static_loop  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", "/tmp/quant_cost"))
 SMALL = dict(vocab_size=256, seq_len=256)
@@ -55,7 +58,7 @@ SHAPES = {  # name: (model, batch, steps per call, timed calls)
 }
 B158 = recipes.get("bitnet_b158")
 MEDIAN = recipes.get("bitnet_b158_median")
-PATCHES = {"shared norms": shared_norm, "radix median": radix_median}  # this folder's candidates
+PATCHES = {"shared norms": shared_norm, "radix median": radix_median, "static loop": static_loop}  # this folder's candidates
 VARIANTS = {  # name: (recipe, layout, runs in the group, candidate patched in or None)
     "fp16 llama": (recipes.get("fp16"), "llama", 1, None),
     "fp16 faq (norms only)": (recipes.get("fp16"), "faq", 1, None),
@@ -65,17 +68,21 @@ VARIANTS = {  # name: (recipe, layout, runs in the group, candidate patched in o
     "b1.58 faq": (B158, "faq", 1, None),
     "b1.58 faq, shared norms": (B158, "faq", 1, "shared norms"),
     "b1.58 llama": (B158, "llama", 1, None),
+    "fp16 llama, static loop": (recipes.get("fp16"), "llama", 1, "static loop"),
+    "b1.58 faq, static loop": (B158, "faq", 1, "static loop"),
     "b1.58 absmedian faq": (MEDIAN, "faq", 1, None),
     "b1.58 absmedian faq, radix median": (MEDIAN, "faq", 1, "radix median"),
 }
 GROUP_VARIANTS = {  # a 16-run group (issue 10's packed sweeps), at the small shapes only
     "fp16 llama, group 16": (recipes.get("fp16"), "llama", 16, None),
     "b1.58 faq, group 16": (B158, "faq", 16, None),
+    "b1.58 faq, group 16, static loop": (B158, "faq", 16, "static loop"),
 }
 
 
-def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
-    model_cfg, batch, k, calls = SHAPES[shape]
+def build(shape: str, variant: str, tokens: np.ndarray):
+    """The variant's jitted training call (K steps), its stacked state and inputs, and what a row records about it."""
+    model_cfg, batch, k, _ = SHAPES[shape]
     recipe, layout, group, patch = {**VARIANTS, **GROUP_VARIANTS}[variant]
     for name, module in PATCHES.items():
         (module.install if name == patch else module.uninstall)()
@@ -83,9 +90,26 @@ def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
     train = TrainConfig(batch_size=batch, steps=10_000, steps_per_call=k)
     training = build_training(RunConfig(recipe=recipe, model=cfg, train=train))
     batches = TrainBatches(tokens, list(range(group)), batch, cfg.seq_len, steps_per_call=k)
-    call = make_train_call(training.model, training.optimizer, training.hyperparams, group, k, batches.draw)
+    call = step_module.make_train_call(training.model, training.optimizer, training.hyperparams, group, k, batches.draw)
     state = jax.tree.map(lambda x: jnp.stack([x] * group), training.state)
     active, inputs = jnp.ones((group,), bool), batches.inputs([0] * group)
+    row = {"shape": shape, "variant": variant, "layout": layout, "group": group, "candidate": patch, "batch": batch,
+           "seq_len": cfg.seq_len, "steps_per_call": k, "device": jax.devices()[0].device_kind}
+    return call, state, active, inputs, row, flops_per_token(cfg, recipe)
+
+
+SKIP_SMALL = ("b1.58 faq, weights only", "b1.58 faq, activations only")  # timed on 2026-12-03 (quant_cost.md)
+ROWS = {  # the variants timed at each shape
+    "0.8m": [v for v in VARIANTS if v not in SKIP_SMALL] + list(GROUP_VARIANTS),
+    "4.3m": [v for v in VARIANTS if v not in SKIP_SMALL and not v.startswith("fp16 faq")],
+    "110m": ["fp16 llama", "b1.58 faq", "b1.58 faq, shared norms", "b1.58 llama"],
+    "tiny": list(VARIANTS) + list(GROUP_VARIANTS),
+}
+
+
+def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
+    call, state, active, inputs, row, flops = build(shape, variant, tokens)
+    k, calls, group = row["steps_per_call"], SHAPES[shape][3], row["group"]
     t0 = time.perf_counter()
     state, active, metrics, _ = call(state, active, jnp.int32(k), inputs)
     jax.block_until_ready(metrics)
@@ -98,11 +122,9 @@ def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
         times.append(time.perf_counter() - t0)
         losses.append(float(np.mean(np.asarray(metrics)[:, 0, METRICS.index("loss")])))
     step_s = statistics.median(times) / k
-    tps = group * batch * cfg.seq_len / step_s  # all runs of the group together
-    return {"shape": shape, "variant": variant, "layout": layout, "group": group, "candidate": patch, "batch": batch,
-            "seq_len": cfg.seq_len, "steps_per_call": k, "first_call_s": first_s, "step_ms": step_s * 1e3,
-            "tokens_per_sec": tps, "mfu": tps * flops_per_token(cfg, recipe) / 989e12,
-            "loss_timed_steps": float(np.mean(losses)), "device": jax.devices()[0].device_kind}
+    tps = group * row["batch"] * row["seq_len"] / step_s  # all runs of the group together
+    return {**row, "first_call_s": first_s, "step_ms": step_s * 1e3, "tokens_per_sec": tps, "mfu": tps * flops / 989e12,
+            "loss_timed_steps": float(np.mean(losses))}
 
 
 def main() -> None:
@@ -110,11 +132,12 @@ def main() -> None:
     shapes = sys.argv[2:] or ["0.8m", "4.3m", "110m"]
     OUT.mkdir(parents=True, exist_ok=True)
     print(json.dumps({"shared_norm_check_max_rel_diff": shared_norm.check(),
-                      "radix_median_cases_differing": radix_median.check()}), flush=True)
+                      "radix_median_cases_differing": radix_median.check(),
+                      "static_loop_check_max_abs_diff": static_loop.check()}), flush=True)
     tokens = build_token_data("python_docs", "byte", seq_len=1024).train
     base = {}
     for shape in shapes:
-        for variant in [*VARIANTS, *(GROUP_VARIANTS if shape in ("0.8m", "tiny") else ())]:
+        for variant in ROWS[shape]:
             if time.time() > deadline:
                 print(f"deadline: stopped before {shape} {variant}", flush=True)
                 return
