@@ -2,8 +2,8 @@
 
     PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python experiments/benchmarks/step_profile.py [SHAPE:VARIANT ...]
 
-For each SHAPE:VARIANT of quant_cost.py (default: the 0.8M fp16 (also with the static loop) and b1.58 rows, the 0.8M 16-run group and the 4.3M
-b1.58 row) the training call is compiled, run once, then traced with `jax.profiler` over two calls. The trace is read
+For each SHAPE:VARIANT of quant_cost.py (default: the 0.8M fp16 row, also with the static loop, the 0.8M b1.58 row,
+the 0.8M 16-run group and the 4.3M b1.58 row) the training call is compiled, run once, then traced with `jax.profiler` over two calls. The trace is read
 back with `jax.profiler.ProfileData` and summarised per step: the call's wall time, the time some kernel was running
 (the union of the kernel intervals; the rest is the device waiting for the host: launches, the loop's condition),
 kernels launched, and device time by kind of work (matmul, attention, reduction fusions, elementwise fusions,
@@ -51,7 +51,9 @@ def kernel_events(path: str) -> list[tuple[int, int, str, str]]:
     gpu = [plane for plane in data.planes if plane.name.startswith("/device:GPU")]
     events = []
     for plane in gpu or [plane for plane in data.planes if plane.name == "/host:CPU"]:
-        for line in plane.lines:
+        lines = list(plane.lines)
+        streams = [line for line in lines if "stream" in line.name.lower()]  # not derived lines (XLA Ops, Modules)
+        for line in streams or lines:
             for event in line.events:
                 stats = dict(event.stats)
                 if gpu or "hlo_op" in stats:
