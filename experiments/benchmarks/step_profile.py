@@ -7,7 +7,7 @@ the 0.8M 16-run group and the 4.3M b1.58 row) the training call is compiled, run
 back with `jax.profiler.ProfileData` and summarised per step: the call's wall time, the time some kernel was running
 (the union of the kernel intervals; the rest is the device waiting for the host: launches, the loop's condition),
 kernels launched, and device time by kind of work (matmul, attention, reduction fusions, elementwise fusions,
-copies) and by HLO op (the 25 most expensive). One JSON line per variant goes to stdout and $OUT/step_profile.jsonl.
+copies) and by HLO op or, inside XLA's CUDA graphs (command buffers), by kernel name (the 25 most expensive). One JSON line per variant goes to stdout and $OUT/step_profile.jsonl.
 On a CPU the XLA ops of the host's thread pool stand in for kernels (a smoke test: `tiny:"b1.58 faq"`).
 """
 
@@ -33,7 +33,7 @@ DEFAULT = ["0.8m:fp16 llama", "0.8m:fp16 llama, static loop", "0.8m:b1.58 faq", 
            "4.3m:b1.58 faq"]
 KINDS = (  # (kind, substrings of the HLO op or kernel name), first match wins
     ("attention", ("fmha", "cudnn", "flash", "attention")),
-    ("matmul", ("gemm", "cublas", "dot", "xmma", "cutlass", "matmul", "convolution")),
+    ("matmul", ("gemm", "cublas", "dot", "xmma", "cutlass", "matmul", "convolution", "nvjet")),
     ("reduction fusion", ("reduce", "scatter")),
     ("copy", ("copy", "transpose", "memcpy", "memset", "dynamic-update-slice", "dynamic_update_slice")),
     ("elementwise fusion", ("fusion",)),
@@ -89,15 +89,16 @@ def profile(shape: str, variant: str, tokens, calls: int = 2) -> dict:
     steps = calls * k
     by_kind, by_op, count_op = collections.Counter(), collections.Counter(), collections.Counter()
     for _, duration, op, kernel in events:
+        name = kernel[:80] if not op or op.startswith("command_buffer") else op  # a CUDA graph's kernels by name
         by_kind[kind_of(op, kernel)] += duration
-        by_op[op or kernel[:80]] += duration
-        count_op[op or kernel[:80]] += 1
+        by_op[name] += duration
+        count_op[name] += 1
     per_step_ms = lambda ns: round(ns / steps / 1e6, 4)  # noqa: E731
     return {**row, "wall_ms_per_step": round(wall / steps * 1e3, 4), "busy_ms_per_step": per_step_ms(busy_ns(events)),
             "kernels_per_step": round(len(events) / steps, 1),
             "ms_per_step_by_kind": {kind: per_step_ms(ns) for kind, ns in by_kind.most_common()},
             "top_ops": [{"op": op, "ms_per_step": per_step_ms(ns), "per_step": round(count_op[op] / steps, 2),
-                         "kind": kind_of(op, "")} for op, ns in by_op.most_common(25)]}
+                         "kind": kind_of(op, op)} for op, ns in by_op.most_common(25)]}
 
 
 def main() -> None:
