@@ -1,22 +1,19 @@
 """Where a b1.58 training step spends its time over fp16's (issue 13, item 1).
 
-    PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python experiments/benchmarks/quant_cost.py [SECONDS] [SHAPE ...]
+    PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python experiments/benchmarks/quant_cost.py [SECONDS] [SHAPE[:VARIANT] ...]
 
 Per shape, one row per variant: the training loop's jitted call (K steps in one `lax.fori_loop`, batches drawn on the
 device, AdamW; `train.make_train_call`, as a run trains) timed after compilation, median of a few calls. Variants
 take the recipe apart: fp16 in the LLaMA layout (2 norms per block) and in the FAQ layout (a norm inside each of the
 7 linear layers, nothing quantised), b1.58 in the FAQ layout with only its weights or only its activations
-quantised, b1.58 whole in the FAQ and the LLaMA layouts, and the FAQ layout with sibling norms sharing one statistic
-and one backward pass (`shared_norm.py`), absmedian with its median sort and with a radix select (`radix_median.py`)
-and the training call's loop with a fixed trip count (`static_loop.py`) (candidates, checked against the product's
-path first); at the small shapes
-also 16-run groups (`jax.vmap`, tokens/s of the whole group). Each row also holds the mean loss of the timed steps.
-(At commit a2b60ab the script also timed a fused RMSNorm + absmax op against the separate ops; it was no faster and
-was removed: quant_cost.md.)
+quantised, b1.58 whole in the FAQ and the LLaMA layouts, absmedian, and fp16 with XLA's attention instead of cuDNN's;
+at the small shapes also 16-run groups (`jax.vmap`, tokens/s of the whole group). Each row also holds the mean loss of
+the timed steps. Candidates timed once and dropped (quant_cost.md names the commits that had them): a fused RMSNorm +
+absmax op, sibling norms sharing one statistic, a radix-select median, a fixed-trip-count loop.
 
 Rows go to $OUT/quant_cost.jsonl (default /tmp/quant_cost) as they land; no new variant starts after SECONDS
 (default 480). Shapes: 0.8m, 4.3m (sweeps/gpu_small.yaml's, batch 64 x 256), 110m (bench's 125m preset, batch 16 x
-1024); default all three; `tiny` is a CPU smoke test.
+1024); default all three, each with its ROWS; SHAPE:VARIANT times one variant; `tiny` is a CPU smoke test.
 """
 
 from __future__ import annotations
@@ -40,13 +37,7 @@ from bitnet_jax.data.batches import TrainBatches
 from bitnet_jax.model import ModelConfig, flops_per_token
 from bitnet_jax.train.bench import PRESETS
 from bitnet_jax.train.state import build_training
-from bitnet_jax.train import step as step_module
-from bitnet_jax.train.step import METRICS
-
-sys.path.insert(0, str(Path(__file__).parent))
-import radix_median  # noqa: E402  (this folder's candidates)
-import shared_norm  # noqa: E402
-import static_loop  # noqa: E402
+from bitnet_jax.train.step import METRICS, make_train_call
 
 OUT = Path(os.environ.get("OUT", "/tmp/quant_cost"))
 SMALL = dict(vocab_size=256, seq_len=256)
@@ -58,42 +49,43 @@ SHAPES = {  # name: (model, batch, steps per call, timed calls)
 }
 B158 = recipes.get("bitnet_b158")
 MEDIAN = recipes.get("bitnet_b158_median")
-PATCHES = {"shared norms": shared_norm, "radix median": radix_median, "static loop": static_loop}  # this folder's candidates
-VARIANTS = {  # name: (recipe, layout, runs in the group, candidate patched in or None)
-    "fp16 llama": (recipes.get("fp16"), "llama", 1, None),
-    "fp16 faq (norms only)": (recipes.get("fp16"), "faq", 1, None),
-    "fp16 faq (norms only), shared norms": (recipes.get("fp16"), "faq", 1, "shared norms"),
-    "b1.58 faq, weights only": (dataclasses.replace(B158, act_quant="none"), "faq", 1, None),
-    "b1.58 faq, activations only": (dataclasses.replace(B158, weight_quant="none"), "faq", 1, None),
-    "b1.58 faq": (B158, "faq", 1, None),
-    "b1.58 faq, shared norms": (B158, "faq", 1, "shared norms"),
-    "b1.58 llama": (B158, "llama", 1, None),
-    "fp16 llama, static loop": (recipes.get("fp16"), "llama", 1, "static loop"),
-    "b1.58 faq, static loop": (B158, "faq", 1, "static loop"),
-    "b1.58 absmedian faq": (MEDIAN, "faq", 1, None),
-    "b1.58 absmedian faq, radix median": (MEDIAN, "faq", 1, "radix median"),
+FP16 = recipes.get("fp16")
+VARIANTS = {  # name: (recipe, layout, runs in the group, attention: auto = cuDNN's fused attention on a GPU)
+    "fp16 llama": (FP16, "llama", 1, "auto"),
+    "fp16 faq (norms only)": (FP16, "faq", 1, "auto"),
+    "b1.58 faq, weights only": (dataclasses.replace(B158, act_quant="none"), "faq", 1, "auto"),
+    "b1.58 faq, activations only": (dataclasses.replace(B158, weight_quant="none"), "faq", 1, "auto"),
+    "b1.58 faq": (B158, "faq", 1, "auto"),
+    "b1.58 llama": (B158, "llama", 1, "auto"),
+    "b1.58 absmedian faq": (MEDIAN, "faq", 1, "auto"),
+    "fp16 llama, xla attention": (FP16, "llama", 1, "xla"),
 }
 GROUP_VARIANTS = {  # a 16-run group (issue 10's packed sweeps), at the small shapes only
-    "fp16 llama, group 16": (recipes.get("fp16"), "llama", 16, None),
-    "b1.58 faq, group 16": (B158, "faq", 16, None),
-    "b1.58 faq, group 16, static loop": (B158, "faq", 16, "static loop"),
+    "fp16 llama, group 16": (FP16, "llama", 16, "auto"),
+    "b1.58 faq, group 16": (B158, "faq", 16, "auto"),
+    "fp16 llama, group 16, xla attention": (FP16, "llama", 16, "xla"),
+}
+ONCE = ("b1.58 faq, weights only", "b1.58 faq, activations only")  # timed on 2026-12-03 (quant_cost.md)
+ROWS = {  # the variants timed at each shape
+    "0.8m": [v for v in VARIANTS if v not in ONCE] + list(GROUP_VARIANTS),
+    "4.3m": ["fp16 llama", "fp16 faq (norms only)", "b1.58 faq", "b1.58 llama", "b1.58 absmedian faq"],
+    "110m": ["fp16 llama", "b1.58 faq", "b1.58 llama"],
+    "tiny": list(VARIANTS) + list(GROUP_VARIANTS),
 }
 
 
 def build(shape: str, variant: str, tokens: np.ndarray):
     """The variant's jitted training call (K steps), its stacked state and inputs, and what a row records about it."""
     model_cfg, batch, k, _ = SHAPES[shape]
-    recipe, layout, group, patch = {**VARIANTS, **GROUP_VARIANTS}[variant]
-    for name, module in PATCHES.items():
-        (module.install if name == patch else module.uninstall)()
+    recipe, layout, group, attention = {**VARIANTS, **GROUP_VARIANTS}[variant]
     cfg = dataclasses.replace(model_cfg, layout=layout)
-    train = TrainConfig(batch_size=batch, steps=10_000, steps_per_call=k)
+    train = TrainConfig(batch_size=batch, steps=10_000, steps_per_call=k, attention=attention)
     training = build_training(RunConfig(recipe=recipe, model=cfg, train=train))
     batches = TrainBatches(tokens, list(range(group)), batch, cfg.seq_len, steps_per_call=k)
-    call = step_module.make_train_call(training.model, training.optimizer, training.hyperparams, group, k, batches.draw)
+    call = make_train_call(training.model, training.optimizer, training.hyperparams, group, k, batches.draw)
     state = jax.tree.map(lambda x: jnp.stack([x] * group), training.state)
     active, inputs = jnp.ones((group,), bool), batches.inputs([0] * group)
-    row = {"shape": shape, "variant": variant, "layout": layout, "group": group, "candidate": patch, "batch": batch,
+    row = {"shape": shape, "variant": variant, "layout": layout, "group": group, "attention": attention, "batch": batch,
            "seq_len": cfg.seq_len, "steps_per_call": k, "device": jax.devices()[0].device_kind}
     return call, state, active, inputs, row, flops_per_token(cfg, recipe)
 
@@ -131,13 +123,11 @@ def main() -> None:
     deadline = time.time() + float(sys.argv[1] if len(sys.argv) > 1 else 480)
     shapes = sys.argv[2:] or ["0.8m", "4.3m", "110m"]
     OUT.mkdir(parents=True, exist_ok=True)
-    print(json.dumps({"shared_norm_check_max_rel_diff": shared_norm.check(),
-                      "radix_median_cases_differing": radix_median.check(),
-                      "static_loop_check_max_abs_diff": static_loop.check()}), flush=True)
     tokens = build_token_data("python_docs", "byte", seq_len=1024).train
     base = {}
-    for shape in shapes:
-        for variant in ROWS[shape]:
+    for item in shapes:
+        shape, _, one = item.partition(":")
+        for variant in [one] if one else ROWS[shape]:
             if time.time() > deadline:
                 print(f"deadline: stopped before {shape} {variant}", flush=True)
                 return

@@ -2,13 +2,13 @@
 
     PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python experiments/benchmarks/step_profile.py [SHAPE:VARIANT ...]
 
-For each SHAPE:VARIANT of quant_cost.py (default: the 0.8M fp16 row, also with the static loop, the 0.8M b1.58 row,
-the 0.8M 16-run group and the 4.3M b1.58 row) the training call is compiled, run once, then traced with `jax.profiler` over two calls. The trace is read
+For each SHAPE:VARIANT of quant_cost.py (default: the 0.8M fp16 and b1.58 rows, the 0.8M 16-run group and the 4.3M
+b1.58 row) the training call is compiled, run once, then traced with `jax.profiler` over two calls. The trace is read
 back with `jax.profiler.ProfileData` and summarised per step: the call's wall time, the time some kernel was running
 (the union of the kernel intervals; the rest is the device waiting for the host: launches, the loop's condition),
 kernels launched, and device time by kind of work (matmul, attention, reduction fusions, elementwise fusions,
-copies) and by HLO op or, inside XLA's CUDA graphs (command buffers), by kernel name (the 25 most expensive). One JSON line per variant goes to stdout and $OUT/step_profile.jsonl.
-On a CPU the XLA ops of the host's thread pool stand in for kernels (a smoke test: `tiny:"b1.58 faq"`).
+copies) and by HLO op or, inside XLA's CUDA graphs (command buffers), by kernel name (the 25 most expensive). One
+JSON line per variant goes to stdout and $OUT/step_profile.jsonl. On a CPU the XLA ops of the host's thread pool stand in for kernels (a smoke test: `tiny:"b1.58 faq"`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import quant_cost  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", "/tmp/quant_cost"))
-DEFAULT = ["0.8m:fp16 llama", "0.8m:fp16 llama, static loop", "0.8m:b1.58 faq", "0.8m:fp16 llama, group 16",
-           "4.3m:b1.58 faq"]
+DEFAULT = ["0.8m:fp16 llama", "0.8m:b1.58 faq", "0.8m:fp16 llama, group 16", "4.3m:b1.58 faq"]
 KINDS = (  # (kind, substrings of the HLO op or kernel name), first match wins
     ("attention", ("fmha", "cudnn", "flash", "attention")),
     ("matmul", ("gemm", "cublas", "dot", "xmma", "cutlass", "matmul", "convolution", "nvjet")),
