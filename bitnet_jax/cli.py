@@ -247,7 +247,7 @@ def cmd_generate(args, parser) -> int:
     from bitnet_jax.infer.generate import Sampling, generate
 
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    model = infer.load(args.run_dir, args.step)
+    model = infer.load(args.run_dir, args.step, packed=args.packed)
     single = len(args.prompt) == 1
     if single:
         print(args.prompt[0], end="", flush=True)
@@ -385,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0, help="sample within the top-P probability mass (1 = all)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
     g.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    g.add_argument("--packed", action="store_true",
+                   help="ternary recipes: 2-bit packed weights and the W2A8 decode kernel (GPU; elsewhere its XLA "
+                        "reference); same tokens as the default int8 codes")
     g.set_defaults(func=cmd_generate, parser=g)
     v = sub.add_parser("eval", help="zero-shot multiple choice (JSONL tasks) and held-out perplexity of a run",
                        description="Score a run's latest checkpoint on multiple-choice task files by log-likelihood "

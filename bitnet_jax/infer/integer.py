@@ -34,6 +34,8 @@ from flax import nnx
 from bitnet_jax import quant
 from bitnet_jax.config import RunConfig
 from bitnet_jax.errors import CheckpointError, UserError
+from bitnet_jax.infer import kernels
+from bitnet_jax.infer.pack import pack_ternary
 from bitnet_jax.layers import BitLinear, quantize_weight, topk_sparsify
 from bitnet_jax.model import Transformer
 from bitnet_jax.recipes import Recipe
@@ -72,14 +74,38 @@ def activation_codes(x: jax.Array, recipe: Recipe, role: str) -> tuple[jax.Array
     return codes.astype(jnp.int8), beta / root_q
 
 
-class IntegerLinear(nnx.Module):
-    """A quantised BitLinear for inference: weight codes and scales stored once, activations quantised per call."""
+PACKED_GEMV_ROWS = 8  # inputs of at most this many tokens (decode steps) take the W2A8 GEMV; longer ones (prefill)
+# take its XLA reference path (unpack, int32 matmul)
 
-    def __init__(self, layer: BitLinear):
+
+def check_packable(recipe: Recipe, role: str) -> None:
+    """The packed path holds what the W2A8 kernel computes: ternary weights with one scale per tensor times int8
+    absmax activation codes per token, nothing sparsified."""
+    kind, bits = recipe.act_for(role)
+    if (recipe.weight_quant not in ("ternary_absmean", "ternary_absmedian") or recipe.weight_groups != 1
+            or (kind, bits) != ("absmax", 8) or not recipe.act_per_token or recipe.o_proj_topk < 1):
+        raise UserError(f"recipe {recipe.name!r} cannot run on packed 2-bit weights (the W2A8 kernel takes ternary "
+                        "weights with one scale per tensor and 8-bit absmax activations per token): drop --packed")
+
+
+class IntegerLinear(nnx.Module):
+    """A quantised BitLinear for inference: weight codes and scales stored once, activations quantised per call.
+
+    packed=True stores the ternary codes 2 bits each (Hugging Face's layout, as int32 words) with one scale, and
+    multiplies with `kernels.w2a8_gemv`: the Pallas kernel on a GPU for decode steps, its XLA reference elsewhere.
+    The result equals the int8-code path exactly (the same int32 sums and scales)."""
+
+    def __init__(self, layer: BitLinear, packed: bool = False):
         if layer.recipe.weight_quant == "none":
             raise UserError(f"recipe {layer.recipe.name!r} does not quantise weights: keep the float BitLinear")
         self.recipe, self.role, self.topk, self.dtype = layer.recipe, layer.role, layer.topk, layer.dtype
         codes, scale = weight_codes(layer.kernel[...], layer.recipe)
+        self.out_features = int(codes.shape[1])
+        if packed:
+            check_packable(layer.recipe, layer.role)
+            codes = kernels.packed_words(pack_ternary(np.asarray(codes).T))
+            scale = jnp.max(scale, keepdims=True)  # one scale: all-zero columns (scale 1 above) have zero codes
+        self.packed = packed
         self.codes, self.weight_scale = IntegerCodes(codes), IntegerCodes(scale)
         self.bias = layer.bias if layer.bias is not None else nnx.data(None)
         self.norm = layer.norm if layer.norm is not None else nnx.data(None)
@@ -90,7 +116,12 @@ class IntegerLinear(nnx.Module):
         x = topk_sparsify(x, self.topk)
         codes, w_scale = self.codes[...], self.weight_scale[...]
         dtype = self.dtype or x.dtype
-        if self.recipe.act_for(self.role)[0] == "none":
+        if self.packed:
+            xi, x_scale = activation_codes(x, self.recipe, self.role)
+            rows, lead = xi.reshape(-1, xi.shape[-1]), xi.shape[:-1]
+            gemv = kernels.w2a8_gemv if rows.shape[0] <= PACKED_GEMV_ROWS else kernels.w2a8_gemv_reference
+            y = gemv(rows, x_scale.reshape(-1), codes, w_scale, self.out_features).reshape(*lead, -1)
+        elif self.recipe.act_for(self.role)[0] == "none":
             y = jnp.dot(x.astype(jnp.float32), codes.astype(jnp.float32)) * w_scale
         else:
             xi, x_scale = activation_codes(x, self.recipe, self.role)
@@ -103,13 +134,14 @@ class IntegerLinear(nnx.Module):
         return y
 
 
-def to_integer(model: nnx.Module) -> nnx.Module:
-    """Replace every weight-quantised BitLinear inside `model` by an IntegerLinear, in place; returns the model."""
-    _swap(model, set())
+def to_integer(model: nnx.Module, packed: bool = False) -> nnx.Module:
+    """Replace every weight-quantised BitLinear inside `model` by an IntegerLinear (packed: on 2-bit weights), in
+    place; returns the model."""
+    _swap(model, set(), packed)
     return model
 
 
-def _swap(node, seen: set[int]) -> None:
+def _swap(node, seen: set[int], packed: bool) -> None:
     if id(node) in seen:
         return
     seen.add(id(node))
@@ -117,11 +149,11 @@ def _swap(node, seen: set[int]) -> None:
     for key, value in items:
         if isinstance(value, BitLinear) and value.recipe.weight_quant != "none":
             if isinstance(key, int):
-                node[key] = IntegerLinear(value)
+                node[key] = IntegerLinear(value, packed)
             else:
-                setattr(node, key, IntegerLinear(value))
+                setattr(node, key, IntegerLinear(value, packed))
         elif isinstance(value, (nnx.Module, list)):
-            _swap(value, seen)
+            _swap(value, seen, packed)
 
 
 @dataclass
@@ -164,17 +196,21 @@ def _forward(graphdef, state, tokens):
     return nnx.merge(graphdef, state)(tokens)
 
 
-def load(run_dir: str | Path, step: int | None = None, *, integer: bool = True) -> InferenceModel:
+def load(run_dir: str | Path, step: int | None = None, *, integer: bool = True, packed: bool = False) -> InferenceModel:
     """The run in `run_dir` (checkpoint `step`, default the latest) as an InferenceModel. Quantised recipes run the
-    integer path unless integer=False; weights are quantised here, once. fp16 runs keep the float forward."""
+    integer path unless integer=False (packed: on 2-bit weights with the W2A8 decode kernel); weights are quantised
+    here, once. fp16 runs keep the float forward."""
     from bitnet_jax.train import load_run  # the training stack loads lazily: `import bitnet_jax.infer` stays light
 
     run = load_run(run_dir, step)
     _check_recorded_recipe(Path(run_dir), run.config, run.summary)
     model = run.model
     integer = integer and run.config.recipe.weight_quant != "none"
+    if packed and not integer:
+        raise UserError(f"{run_dir}: packed weights need a quantised recipe on the integer path, this run is "
+                        f"{run.config.recipe.name!r}: drop --packed")
     if integer:
-        to_integer(model)
+        to_integer(model, packed)
     return InferenceModel(run.config, model, run.step, integer)
 
 

@@ -102,6 +102,8 @@ def test_cli_streams_the_greedy_continuation(model, trained_run, capsys):
     assert cli.main(["generate", str(run), "--prompt", "Once upon", "--max-new-tokens", "6"]) == 0
     expected = bytes(_greedy_by_recomputation(model, [list(b"Once upon")], 6)[0]).decode("utf-8", errors="replace")
     assert capsys.readouterr().out == "Once upon" + expected + "\n"
+    assert cli.main(["generate", str(run), "--prompt", "Once upon", "--max-new-tokens", "6", "--packed"]) == 0
+    assert capsys.readouterr().out == "Once upon" + expected + "\n"  # 2-bit weights, the same tokens
 
 
 def test_cli_bad_run_dir_is_one_line(tmp_path, capsys):

@@ -123,3 +123,41 @@ def test_checkpoint_with_another_shape(trained_run, tmp_path):
     with pytest.raises(CheckpointError, match="does not match") as err:
         infer.load(copy)
     assert "\n" not in str(err.value)
+
+
+def test_packed_weights_give_the_int8_path_exactly(trained_run):
+    run = trained_run("recipe=bitnet_b158")
+    int8, packed = infer.load(run), infer.load(run, packed=True)
+    np.testing.assert_array_equal(np.asarray(packed(TOKENS)), np.asarray(int8(TOKENS)))  # same int32 sums and scales
+    words = [v for _, v in nnx.state(packed.model, IntegerCodes).flat_state() if v[...].dtype == jnp.int32]
+    assert len(words) == 7 * packed.model.cfg.n_layers
+    q, d = packed.model.blocks[0].attn.q_proj, packed.model.cfg.d_model
+    assert q.codes[...].shape == (-(-d // 4), -(-d // 4))  # 4 codes a byte, 4 bytes a word: 2 bits a weight
+
+
+def test_packed_decode_runs_the_w2a8_kernel(trained_run, monkeypatch):
+    # decode steps (a few tokens) take kernels.w2a8_gemv; on this CPU in Pallas interpret mode, against the int8 path
+    from bitnet_jax.infer import kernels
+    from bitnet_jax.infer.generate import generate_tokens
+
+    calls, compiled = [], kernels.w2a8_gemv
+
+    def interpreted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return compiled(*args, **kwargs, interpret=True)
+
+    run = trained_run("recipe=bitnet_b158")
+    want = generate_tokens(infer.load(run), [list(b"def f(x):")], 3)
+    monkeypatch.setattr(kernels, "w2a8_gemv", interpreted)
+    got = generate_tokens(infer.load(run, packed=True), [list(b"def f(x):")], 3)
+    np.testing.assert_array_equal(got, want)
+    assert calls and all(shape[0] == 1 for shape in calls)  # one token per decode-step GEMV
+
+
+@pytest.mark.parametrize("recipe", ["bitnet", "bitnet_a48", variant("bitnet_b158", weight_groups=2)],
+                         ids=["binary", "a48", "groups2"])
+def test_packed_refuses_what_the_kernel_cannot_compute(recipe):
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_ff=64)
+    with pytest.raises(UserError, match="cannot run on packed 2-bit weights") as err:
+        to_integer(Transformer(cfg, recipe, rngs=nnx.Rngs(0)), packed=True)
+    assert "\n" not in str(err.value)
