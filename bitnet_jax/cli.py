@@ -24,6 +24,7 @@ examples:
   bitnet-jax train data.source='corpus/*.jsonl' data.tokenizer=sentencepiece model.vocab_size=8192
   bitnet-jax data build my_corpus 'corpus/**/*.txt'  # local text -> ArrayRecord TFDS dataset (data.source=tfds)
   bitnet-jax bench decode --shape 3b                 # W2A8 packed-ternary decode GEMV vs bf16 per layer
+  bitnet-jax bench generate --shape 3b               # whole generation steps: bf16 vs int8 vs 2-bit packed
   bitnet-jax export runs/b158 out/hf --format hf     # transformers BitNetForCausalLM (packed 2-bit weights)
   bitnet-jax import out/hf runs/imported             # a transformers BitNet checkpoint as a run directory
   bitnet-jax generate runs/b158 --prompt "Once upon"  # stream a continuation (integer path, KV cache)
@@ -90,6 +91,8 @@ def _print_result(result) -> None:
 def cmd_bench(args, parser) -> int:
     if args.overrides[:1] == ["decode"]:
         return cmd_bench_decode(args, parser)
+    if args.overrides[:1] == ["generate"]:
+        return cmd_bench_generate(args, parser)
     from bitnet_jax.train import bench
 
     rows = bench.run(preset=args.preset, recipe_names=args.recipes.split(","), batch_size=args.batch or 16,
@@ -99,6 +102,22 @@ def cmd_bench(args, parser) -> int:
     print(bench.table(rows))
     if args.json:
         bench.save(rows, args.json)
+    return 0
+
+
+def cmd_bench_generate(args, parser) -> int:
+    """`bitnet-jax bench generate`: whole generation steps, bf16 vs int8 codes vs 2-bit packed weights
+    (bitnet_jax.infer.bench_generate)."""
+    if len(args.overrides) > 1:
+        parser.error(f"bench generate takes no overrides, got {' '.join(args.overrides[1:])}")
+    from bitnet_jax.infer import bench_generate
+
+    variants = args.variants.split(",") if args.variants else None
+    report = bench_generate.run(args.shape, args.batch or 1, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+                                variants=variants)
+    print(bench_generate.table(report))
+    if args.json:
+        bench_generate.save(report, args.json)
     return 0
 
 
@@ -313,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and report step ms, tokens/s, MFU and the step-time ratio to fp16.")
     b.add_argument("--preset", default="125m", help="model shape: 125m (d768 L12 vocab 32000) or tiny")
     b.add_argument("--recipes", default="fp16,bitnet_b158", help="comma-separated recipe names")
-    b.add_argument("--batch", type=int, help="sequences per step (default 16; decode: tokens per GEMV, default 1)")
+    b.add_argument("--batch", type=int, help="sequences per step (default 16; decode: tokens per GEMV, generate: "
+                                              "sequences, default 1)")
     b.add_argument("--seq", type=int, help="sequence length (default: the preset's, 1024 for 125m)")
     b.add_argument("--steps", type=int, default=20, help="timed steps per recipe")
     b.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
@@ -323,10 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tokens", default="text", choices=("text", "random"),
                    help="batch contents: embedded English text (byte ids; realistic repeats) or uniform random ids")
     b.add_argument("--json", help="also write the rows to this JSON file")
-    b.add_argument("--shape", default="3b", help="decode: b1.58 paper model shape 700m | 3b (tiny: CPU smoke test)")
-    b.add_argument("--variants", help="decode: kernel variants to time (default all: dp4a,int,f32,bf16)")
+    b.add_argument("--shape", default="3b",
+                   help="decode, generate: b1.58 paper model shape 700m | 3b (tiny: CPU smoke test)")
+    b.add_argument("--variants", help="decode: kernel variants to time (default all: dp4a,int,f32,bf16); generate: "
+                                      "models to time (default all: bf16,int8,packed)")
     b.add_argument("--tune", action="store_true", help="decode: also time a grid of dp4a tile sizes (GPU)")
     b.add_argument("--reps", type=int, help="decode: timed calls per measurement (default 50 on GPU, 2 on CPU)")
+    b.add_argument("--prompt-len", type=int, default=32, help="generate: prompt tokens per sequence")
+    b.add_argument("--new-tokens", type=int, default=64, help="generate: tokens generated per sequence")
     b.add_argument("overrides", nargs="*", help="model.key=value changes to the preset shape, train.key=value to the "
                                                  "step (e.g. train.attention=xla), mesh.key=value to the devices "
                                                  "(e.g. mesh.fsdp=2)")

@@ -59,7 +59,7 @@ def sample_next(logits: jax.Array, key: jax.Array, sampling: Sampling) -> jax.Ar
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames="cache")
 def _step(state, tokens, cache, start, index, key, *, graphdef, sampling):
     """Run `tokens` (batch, t) through the model at cache slots index..index+t-1; sample from the last position."""
     model = nnx.merge(graphdef, state)
