@@ -6,7 +6,8 @@ Per shape, one row per variant: the training loop's jitted call (K steps in one 
 device, AdamW; `train.make_train_call`, as a run trains) timed after compilation, median of a few calls. Variants
 take the recipe apart: fp16 in the LLaMA layout (2 norms per block) and in the FAQ layout (a norm inside each of the
 7 linear layers, nothing quantised), b1.58 in the FAQ layout with only its weights or only its activations
-quantised, b1.58 whole in the FAQ and the LLaMA layouts, absmedian, and fp16 with XLA's attention instead of cuDNN's;
+quantised, b1.58 whole in the FAQ and the LLaMA layouts, absmedian (also with the candidate `bits_median.py`, checked
+against `jnp.median` first), and fp16 with XLA's attention instead of cuDNN's;
 at the small shapes also 16-run groups (`jax.vmap`, tokens/s of the whole group). Each row also holds the mean loss of
 the timed steps. Candidates timed once and dropped (quant_cost.md names the commits that had them): a fused RMSNorm +
 absmax op, sibling norms sharing one statistic, a radix-select median, a fixed-trip-count loop.
@@ -39,6 +40,9 @@ from bitnet_jax.train.bench import PRESETS
 from bitnet_jax.train.state import build_training
 from bitnet_jax.train.step import METRICS, make_train_call
 
+sys.path.insert(0, str(Path(__file__).parent))
+import bits_median  # noqa: E402  (this folder's candidate)
+
 OUT = Path(os.environ.get("OUT", "/tmp/quant_cost"))
 SMALL = dict(vocab_size=256, seq_len=256)
 SHAPES = {  # name: (model, batch, steps per call, timed calls)
@@ -58,6 +62,7 @@ VARIANTS = {  # name: (recipe, layout, runs in the group, attention: auto = cuDN
     "b1.58 faq": (B158, "faq", 1, "auto"),
     "b1.58 llama": (B158, "llama", 1, "auto"),
     "b1.58 absmedian faq": (MEDIAN, "faq", 1, "auto"),
+    "b1.58 absmedian faq, bit-pattern sort": (MEDIAN, "faq", 1, "auto"),
     "fp16 llama, xla attention": (FP16, "llama", 1, "xla"),
 }
 GROUP_VARIANTS = {  # a 16-run group (issue 10's packed sweeps), at the small shapes only
@@ -65,10 +70,12 @@ GROUP_VARIANTS = {  # a 16-run group (issue 10's packed sweeps), at the small sh
     "b1.58 faq, group 16": (B158, "faq", 16, "auto"),
     "fp16 llama, group 16, xla attention": (FP16, "llama", 16, "xla"),
 }
+CANDIDATES = {"b1.58 absmedian faq, bit-pattern sort": bits_median}  # variant -> this folder's module, patched in
 ONCE = ("b1.58 faq, weights only", "b1.58 faq, activations only")  # timed on 2026-12-03 (quant_cost.md)
 ROWS = {  # the variants timed at each shape
     "0.8m": [v for v in VARIANTS if v not in ONCE] + list(GROUP_VARIANTS),
-    "4.3m": ["fp16 llama", "fp16 faq (norms only)", "b1.58 faq", "b1.58 llama", "b1.58 absmedian faq"],
+    "4.3m": ["fp16 llama", "fp16 faq (norms only)", "b1.58 faq", "b1.58 llama", "b1.58 absmedian faq",
+             "b1.58 absmedian faq, bit-pattern sort"],
     "110m": ["fp16 llama", "b1.58 faq", "b1.58 llama"],
     "tiny": list(VARIANTS) + list(GROUP_VARIANTS),
 }
@@ -78,6 +85,8 @@ def build(shape: str, variant: str, tokens: np.ndarray):
     """The variant's jitted training call (K steps), its stacked state and inputs, and what a row records about it."""
     model_cfg, batch, k, _ = SHAPES[shape]
     recipe, layout, group, attention = {**VARIANTS, **GROUP_VARIANTS}[variant]
+    for name, module in CANDIDATES.items():
+        (module.install if name == variant else module.uninstall)()
     cfg = dataclasses.replace(model_cfg, layout=layout)
     train = TrainConfig(batch_size=batch, steps=10_000, steps_per_call=k, attention=attention)
     training = build_training(RunConfig(recipe=recipe, model=cfg, train=train))
@@ -123,6 +132,7 @@ def main() -> None:
     deadline = time.time() + float(sys.argv[1] if len(sys.argv) > 1 else 480)
     shapes = sys.argv[2:] or ["0.8m", "4.3m", "110m"]
     OUT.mkdir(parents=True, exist_ok=True)
+    print(json.dumps({"bits_median_cases_differing": bits_median.check()}), flush=True)
     tokens = build_token_data("python_docs", "byte", seq_len=1024).train
     base = {}
     for item in shapes:

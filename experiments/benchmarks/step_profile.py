@@ -2,8 +2,8 @@
 
     PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python experiments/benchmarks/step_profile.py [SHAPE:VARIANT ...]
 
-For each SHAPE:VARIANT of quant_cost.py (default: the 0.8M fp16 and b1.58 rows, the 0.8M 16-run group and the 4.3M
-b1.58 row) the training call is compiled, run once, then traced with `jax.profiler` over two calls. The trace is read
+For each SHAPE:VARIANT of quant_cost.py (default: the 0.8M fp16, b1.58 and absmedian rows, the 0.8M 16-run group
+and the 4.3M b1.58 row) the training call is compiled, run once, then traced with `jax.profiler` over two calls. The trace is read
 back with `jax.profiler.ProfileData` and summarised per step: the call's wall time, the time some kernel was running
 (the union of the kernel intervals; the rest is the device waiting for the host: launches, the loop's condition),
 kernels launched, and device time by kind of work (matmul, attention, reduction fusions, elementwise fusions,
@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import quant_cost  # noqa: E402
 
 OUT = Path(os.environ.get("OUT", "/tmp/quant_cost"))
-DEFAULT = ["0.8m:fp16 llama", "0.8m:b1.58 faq", "0.8m:fp16 llama, group 16", "4.3m:b1.58 faq"]
+DEFAULT = ["0.8m:fp16 llama", "0.8m:b1.58 faq", "0.8m:b1.58 absmedian faq", "0.8m:fp16 llama, group 16",
+           "4.3m:b1.58 faq"]
 KINDS = (  # (kind, substrings of the HLO op or kernel name), first match wins
     ("attention", ("fmha", "cudnn", "flash", "attention")),
     ("matmul", ("gemm", "cublas", "dot", "xmma", "cutlass", "matmul", "convolution", "nvjet")),
