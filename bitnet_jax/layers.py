@@ -129,6 +129,14 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def siblings(x: jax.Array, *layers) -> tuple[jax.Array, ...]:
+    """The outputs of linear layers that read the same input (q, k, v; gate, up). An inference model may hold them
+    as one fused layer in the first place and None in the others (`infer.integer.PackedSiblings`)."""
+    if layers[1] is None:
+        return layers[0](x)
+    return tuple(layer(x) for layer in layers)
+
+
 class Attention(nnx.Module):
     """Causal self-attention with grouped-query heads and RoPE; every projection is a BitLinear."""
 
@@ -161,9 +169,10 @@ class Attention(nnx.Module):
 
     def _project(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         b, t, _ = x.shape
-        q = self.q_proj(x).reshape(b, t, self.n_heads, self.head_dim)
-        k = self.k_proj(x).reshape(b, t, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).reshape(b, t, self.n_kv_heads, self.head_dim)
+        q, k, v = siblings(x, self.q_proj, self.k_proj, self.v_proj)
+        q = q.reshape(b, t, self.n_heads, self.head_dim)
+        k = k.reshape(b, t, self.n_kv_heads, self.head_dim)
+        v = v.reshape(b, t, self.n_kv_heads, self.head_dim)
         return rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta), v
 
     def _output(self, y: jax.Array) -> jax.Array:
@@ -190,9 +199,9 @@ class GLU(nnx.Module):
         self.down_proj = lin(d_ff, d_model, role="out")
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        gate = self.gate_proj(x)
+        gate, up = siblings(x, self.gate_proj, self.up_proj)
         act = jax.nn.silu(gate) if self.kind == "swiglu" else jnp.square(jax.nn.relu(gate))
-        h = act * self.up_proj(x)
+        h = act * up
         if self.sub_norm is not None:
             h = self.sub_norm(h)
         return self.down_proj(h)

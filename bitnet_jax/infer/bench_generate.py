@@ -4,7 +4,9 @@ The BitNet b1.58 paper's 700M and 3B shapes (hidden, GLU, heads, layers as `benc
 transformers BitNet layout (`hf_bitnet`), random weights. Variants, each a fresh model from the same seed:
   bf16    the fp16 recipe, every float parameter stored in bfloat16 (what a bf16 checkpoint holds);
   int8    bitnet_b158 on the integer path (`infer.to_integer`): int8 weight codes, int8 activations, int32 sums;
-  packed  bitnet_b158 on 2-bit packed weights (`to_integer(packed=True)`): the W2A8 Pallas kernel in decode steps.
+  packed  bitnet_b158 on 2-bit packed weights (`to_integer(packed=True)`): the W2A8 Pallas kernel in decode steps,
+          q/k/v and gate/up each as one fused product (4 launches a block instead of 7);
+  packed_unfused  the same with every linear layer on its own (`fuse=False`).
 Norms, embeddings and the LM head of the ternary variants are bfloat16 too. Each variant runs `generate_tokens` (one
 jitted prefill, then one jitted step per token with its host round trip, as `bitnet-jax generate` streams) once to
 compile and once timed; a decode step's time is the median gap between consecutive tokens after the first two, the
@@ -32,7 +34,7 @@ from bitnet_jax.infer.generate import generate_tokens
 from bitnet_jax.infer.integer import InferenceModel, to_integer
 from bitnet_jax.model import ModelConfig, Transformer
 
-VARIANTS = ("bf16", "int8", "packed")
+VARIANTS = ("bf16", "int8", "packed", "packed_unfused")
 
 
 def model_config(shape: str, context: int) -> ModelConfig:
@@ -47,7 +49,7 @@ def build(variant: str, cfg: ModelConfig, seed: int = 0) -> InferenceModel:
     recipe = recipes.get("fp16" if variant == "bf16" else "bitnet_b158")
     model = Transformer(cfg, recipe, rngs=nnx.Rngs(seed), dtype=jnp.bfloat16)
     if variant != "bf16":
-        to_integer(model, packed=variant == "packed")
+        to_integer(model, packed=variant.startswith("packed"), fuse=variant == "packed")
     floats = nnx.state(model, nnx.Param)
     nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), floats))
     return InferenceModel(RunConfig(recipe=recipe, model=cfg), model, 0, variant != "bf16")

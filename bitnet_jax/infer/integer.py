@@ -134,17 +134,58 @@ class IntegerLinear(nnx.Module):
         return y
 
 
-def to_integer(model: nnx.Module, packed: bool = False) -> nnx.Module:
+class PackedSiblings(nnx.Module):
+    """Packed layers that read the same input (q, k, v; gate, up; no norm inside) as one W2A8 product: their codes
+    stacked along the output, one activation quantisation, one kernel launch; each output column then scaled by its
+    own layer's weight scale. The same values as the layers one by one, up to the order of two float multiplies."""
+
+    def __init__(self, layers: list[BitLinear]):
+        parts = [IntegerLinear(layer, packed=True) for layer in layers]  # checks each layer
+        first = parts[0]
+        if any(p.norm is not None or p.bias is not None for p in parts):
+            raise UserError("PackedSiblings takes layers without a norm or bias inside")
+        self.recipe, self.role, self.dtype = first.recipe, first.role, first.dtype
+        codes = jnp.concatenate([weight_codes(layer.kernel[...], layer.recipe)[0] for layer in layers], axis=1)
+        self.sizes = tuple(p.out_features for p in parts)
+        self.codes = IntegerCodes(kernels.packed_words(pack_ternary(np.asarray(codes).T)))
+        self.weight_scale = IntegerCodes(jnp.concatenate(
+            [jnp.broadcast_to(p.weight_scale[...], (p.out_features,)) for p in parts]))
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+        xi, x_scale = activation_codes(x, self.recipe, self.role)
+        rows, lead = xi.reshape(-1, xi.shape[-1]), xi.shape[:-1]
+        gemv = kernels.w2a8_gemv if rows.shape[0] <= PACKED_GEMV_ROWS else kernels.w2a8_gemv_reference
+        y = gemv(rows, x_scale.reshape(-1), self.codes[...], 1.0, sum(self.sizes)) * self.weight_scale[...]
+        y = y.astype(self.dtype or x.dtype).reshape(*lead, -1)
+        return tuple(jnp.split(y, np.cumsum(self.sizes)[:-1], axis=-1))
+
+
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # attribute names that share an input
+
+
+def to_integer(model: nnx.Module, packed: bool = False, fuse: bool = True) -> nnx.Module:
     """Replace every weight-quantised BitLinear inside `model` by an IntegerLinear (packed: on 2-bit weights), in
-    place; returns the model."""
-    _swap(model, set(), packed)
+    place; returns the model. packed and fuse: q/k/v and gate/up without a norm inside (the llama and hf_bitnet
+    layouts) become one PackedSiblings each, one kernel launch instead of three or two."""
+    _swap(model, set(), packed, fuse)
     return model
 
 
-def _swap(node, seen: set[int], packed: bool) -> None:
+def _fuse_siblings(node) -> None:
+    for names in SIBLINGS:
+        layers = [getattr(node, name, None) for name in names]
+        if all(isinstance(layer, BitLinear) and layer.norm is None for layer in layers):
+            setattr(node, names[0], PackedSiblings(layers))
+            for name in names[1:]:
+                setattr(node, name, nnx.data(None))
+
+
+def _swap(node, seen: set[int], packed: bool, fuse: bool) -> None:
     if id(node) in seen:
         return
     seen.add(id(node))
+    if packed and fuse and not isinstance(node, (list, nnx.List)):
+        _fuse_siblings(node)
     items = list(enumerate(node)) if isinstance(node, (list, nnx.List)) else list(vars(node).items())
     for key, value in items:
         if isinstance(value, BitLinear) and value.recipe.weight_quant != "none":
@@ -153,7 +194,7 @@ def _swap(node, seen: set[int], packed: bool) -> None:
             else:
                 setattr(node, key, IntegerLinear(value, packed))
         elif isinstance(value, (nnx.Module, list)):
-            _swap(value, seen, packed)
+            _swap(value, seen, packed, fuse)
 
 
 @dataclass

@@ -161,3 +161,44 @@ def test_packed_refuses_what_the_kernel_cannot_compute(recipe):
     with pytest.raises(UserError, match="cannot run on packed 2-bit weights") as err:
         to_integer(Transformer(cfg, recipe, rngs=nnx.Rngs(0)), packed=True)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("layout", ["hf_bitnet", "llama"])
+def test_packed_siblings_compute_q_k_v_and_gate_up_in_one_product(layout, monkeypatch):
+    from bitnet_jax import recipes
+    from bitnet_jax.config import RunConfig
+    from bitnet_jax.infer import kernels
+    from bitnet_jax.infer.generate import generate_tokens
+    from bitnet_jax.infer.integer import InferenceModel, PackedSiblings
+
+    cfg = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96, seq_len=32,
+                      layout=layout)
+    recipe = recipes.get("bitnet_b158")
+
+    def model(fuse):
+        net = to_integer(Transformer(cfg, recipe, rngs=nnx.Rngs(4)), packed=True, fuse=fuse)
+        return InferenceModel(RunConfig(recipe=recipe, model=cfg), net, 0, True)
+
+    fused, separate = model(True), model(False)
+    attn, mlp = fused.model.blocks[0].attn, fused.model.blocks[0].mlp
+    assert isinstance(attn.q_proj, PackedSiblings) and attn.k_proj is None and attn.v_proj is None
+    assert isinstance(mlp.gate_proj, PackedSiblings) and mlp.up_proj is None
+    assert attn.q_proj.sizes == (64, 32, 32)  # q, then the grouped k and v
+    np.testing.assert_array_equal(np.asarray(fused(TOKENS)), np.asarray(separate(TOKENS)))
+    calls, compiled = [], kernels.w2a8_gemv
+
+    def interpreted(*args, **kwargs):
+        calls.append(args[4])
+        return compiled(*args, **kwargs, interpret=True)
+
+    want = generate_tokens(separate, [list(b"x = 1")], 2)
+    monkeypatch.setattr(kernels, "w2a8_gemv", interpreted)
+    np.testing.assert_array_equal(generate_tokens(fused, [list(b"x = 1")], 2), want)
+    assert sorted(set(calls)) == [64, 128, 192]  # o and down, q+k+v, gate+up: 4 launches a block, not 7
+    assert len(calls) == 2 * 4 * cfg.n_layers  # traced once each: the 5-token prefill and the decode step
+
+
+def test_faq_layout_keeps_its_layers_apart():
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_ff=64, layout="faq")
+    net = to_integer(Transformer(cfg, "bitnet_b158", rngs=nnx.Rngs(0)), packed=True)
+    assert isinstance(net.blocks[0].attn.k_proj, IntegerLinear)  # each has its own norm inside: nothing shared
