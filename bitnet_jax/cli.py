@@ -20,7 +20,7 @@ examples:
   bitnet-jax train --out runs/fp16 --resume          # continue a killed run from its last checkpoint
   bitnet-jax sweep sweeps/quickstart.yaml            # 3 recipes x 4 sizes, scaling-law fits, plots, report
   bitnet-jax results runs/quickstart                 # the results table of a sweep
-  bitnet-jax bench --preset 125m                     # GPU step time, tokens/s and MFU, fp16 vs bitnet_b158
+  bitnet-jax bench --preset 125m                     # GPU step time, tokens/s and MFU, fp16 vs bitnet_b158 (or 350m)
   bitnet-jax train data.source='corpus/*.jsonl' data.tokenizer=sentencepiece model.vocab_size=8192
   bitnet-jax data build my_corpus 'corpus/**/*.txt'  # local text -> ArrayRecord TFDS dataset (data.source=tfds)
   bitnet-jax bench decode --shape 3b                 # W2A8 packed-ternary decode GEMV vs bf16 per layer
@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time training steps (tokens/s, step ms, MFU) per recipe at one shape",
                        description="Time the jitted train step of each recipe at one model shape on random tokens "
                                    "and report step ms, tokens/s, MFU and the step-time ratio to fp16.")
-    b.add_argument("--preset", default="125m", help="model shape: 125m (d768 L12 vocab 32000) or tiny")
+    b.add_argument("--preset", default="125m",
+                   help="model shape: 125m (d768 L12 vocab 32000), 350m (d1024 L24 vocab 32000) or tiny")
     b.add_argument("--recipes", default="fp16,bitnet_b158", help="comma-separated recipe names")
     b.add_argument("--batch", type=int, help="sequences per step (default 16; decode: tokens per GEMV, generate: "
                                               "sequences, default 1)")

@@ -32,6 +32,8 @@ from bitnet_jax.train.step import METRICS, make_train_step
 PRESETS = {
     # LLaMA-shaped ~125M (REFERENCE.md's PyTorch peer: d 768, 12 layers, SwiGLU 2048, vocab 32000 tied)
     "125m": ModelConfig(vocab_size=32000, d_model=768, n_layers=12, n_heads=12, d_ff=2048, seq_len=1024),
+    # LLaMA-shaped ~350M (d 1024, 24 layers, SwiGLU 2816; 341M, 308M without the embedding): issue 13's second shape
+    "350m": ModelConfig(vocab_size=32000, d_model=1024, n_layers=24, n_heads=16, d_ff=2816, seq_len=1024),
     "tiny": ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, d_ff=160, seq_len=64),
 }
 

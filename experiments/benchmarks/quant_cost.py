@@ -14,7 +14,7 @@ absmax op, sibling norms sharing one statistic, a radix-select median, a fixed-t
 
 Rows go to $OUT/quant_cost.jsonl (default /tmp/quant_cost) as they land; no new variant starts after SECONDS
 (default 480). Shapes: 0.8m, 4.3m (sweeps/gpu_small.yaml's, batch 64 x 256), 110m (bench's 125m preset, batch 16 x
-1024); default all three, each with its ROWS; SHAPE:VARIANT times one variant; `tiny` is a CPU smoke test.
+1024), 350m (bench's 350m preset, batch 8 x 1024); default the first three, each with its ROWS; SHAPE:VARIANT times one variant; `tiny` is a CPU smoke test.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ SHAPES = {  # name: (model, batch, steps per call, timed calls)
     "0.8m": (ModelConfig(d_model=128, n_layers=4, n_heads=4, d_ff=352, **SMALL), 64, 32, 8),
     "4.3m": (ModelConfig(d_model=224, n_layers=7, n_heads=7, d_ff=608, **SMALL), 64, 32, 6),
     "110m": (PRESETS["125m"], 16, 8, 5),
+    "350m": (PRESETS["350m"], 8, 4, 4),
     "tiny": (PRESETS["tiny"], 8, 4, 2),  # a CPU smoke test of the script (not in the default list)
 }
 B158 = recipes.get("bitnet_b158")
@@ -77,6 +78,7 @@ ROWS = {  # the variants timed at each shape
     "4.3m": ["fp16 llama", "fp16 faq (norms only)", "b1.58 faq", "b1.58 llama", "b1.58 absmedian faq",
              "b1.58 absmedian faq, bit-pattern sort"],
     "110m": ["fp16 llama", "b1.58 faq", "b1.58 llama"],
+    "350m": ["fp16 llama", "b1.58 faq", "b1.58 llama"],
     "tiny": list(VARIANTS) + list(GROUP_VARIANTS),
 }
 
