@@ -93,7 +93,8 @@ class IntegerLinear(nnx.Module):
 
     packed=True stores the ternary codes 2 bits each (Hugging Face's layout, as int32 words) with one scale, and
     multiplies with `kernels.w2a8_gemv`: the Pallas kernel on a GPU for decode steps, its XLA reference elsewhere.
-    The result equals the int8-code path exactly (the same int32 sums and scales)."""
+    The same int32 sums and scales as the int8-code path: equal on the reference path; the kernel multiplies the
+    two scales together first, a rounding apart."""
 
     def __init__(self, layer: BitLinear, packed: bool = False):
         if layer.recipe.weight_quant == "none":
@@ -140,16 +141,18 @@ class PackedSiblings(nnx.Module):
     own layer's weight scale. The same values as the layers one by one, up to the order of two float multiplies."""
 
     def __init__(self, layers: list[BitLinear]):
-        parts = [IntegerLinear(layer, packed=True) for layer in layers]  # checks each layer
-        first = parts[0]
-        if any(p.norm is not None or p.bias is not None for p in parts):
-            raise UserError("PackedSiblings takes layers without a norm or bias inside")
-        self.recipe, self.role, self.dtype = first.recipe, first.role, first.dtype
-        codes = jnp.concatenate([weight_codes(layer.kernel[...], layer.recipe)[0] for layer in layers], axis=1)
-        self.sizes = tuple(p.out_features for p in parts)
-        self.codes = IntegerCodes(kernels.packed_words(pack_ternary(np.asarray(codes).T)))
-        self.weight_scale = IntegerCodes(jnp.concatenate(
-            [jnp.broadcast_to(p.weight_scale[...], (p.out_features,)) for p in parts]))
+        codes, scales = [], []
+        for layer in layers:
+            check_packable(layer.recipe, layer.role)
+            if layer.norm is not None or layer.bias is not None or layer.recipe != layers[0].recipe:
+                raise UserError("PackedSiblings takes layers of one recipe without a norm or bias inside")
+            c, scale = weight_codes(layer.kernel[...], layer.recipe)
+            codes.append(c)
+            scales.append(jnp.full((c.shape[1],), jnp.max(scale)))  # one scale a layer (as IntegerLinear packed)
+        self.recipe, self.role, self.dtype = layers[0].recipe, layers[0].role, layers[0].dtype
+        self.sizes = tuple(c.shape[1] for c in codes)
+        self.codes = IntegerCodes(kernels.packed_words(pack_ternary(np.asarray(jnp.concatenate(codes, axis=1)).T)))
+        self.weight_scale = IntegerCodes(jnp.concatenate(scales))
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
         xi, x_scale = activation_codes(x, self.recipe, self.role)
