@@ -16,7 +16,7 @@ from bitnet_jax.infer.integer import PackedSiblings
 
 def test_bench_generate_cli_reports_every_model(tmp_path, capsys):
     out = tmp_path / "gen.json"
-    assert cli.main(["bench", "generate", "--shape", "tiny", "--new-tokens", "8", "--prompt-len", "4",
+    assert cli.main(["bench", "generate", "--shape", "tiny", "--new-tokens", "5", "--prompt-len", "2",
                      "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = report["variants"]
