@@ -88,6 +88,19 @@ def check_packable(recipe: Recipe, role: str) -> None:
                         "weights with one scale per tensor and 8-bit absmax activations per token): drop --packed")
 
 
+def _packed_words(codes: jax.Array) -> jax.Array:
+    """(in, out) ternary codes -> the kernel's int32 words of their Hugging Face packing."""
+    return kernels.packed_words(pack_ternary(np.asarray(codes).T))
+
+
+def _packed_product(x, recipe: Recipe, role: str, words, w_scale, out_features: int) -> jax.Array:
+    """x's int8 codes times packed ternary weights, scaled: the W2A8 GEMV for decode steps, its reference beyond."""
+    xi, x_scale = activation_codes(x, recipe, role)
+    rows = xi.reshape(-1, xi.shape[-1])
+    gemv = kernels.w2a8_gemv if rows.shape[0] <= PACKED_GEMV_ROWS else kernels.w2a8_gemv_reference
+    return gemv(rows, x_scale.reshape(-1), words, w_scale, out_features).reshape(*xi.shape[:-1], -1)
+
+
 class IntegerLinear(nnx.Module):
     """A quantised BitLinear for inference: weight codes and scales stored once, activations quantised per call.
 
@@ -104,7 +117,7 @@ class IntegerLinear(nnx.Module):
         self.out_features = int(codes.shape[1])
         if packed:
             check_packable(layer.recipe, layer.role)
-            codes = kernels.packed_words(pack_ternary(np.asarray(codes).T))
+            codes = _packed_words(codes)
             scale = jnp.max(scale, keepdims=True)  # one scale: all-zero columns (scale 1 above) have zero codes
         self.packed = packed
         self.codes, self.weight_scale = IntegerCodes(codes), IntegerCodes(scale)
@@ -118,10 +131,7 @@ class IntegerLinear(nnx.Module):
         codes, w_scale = self.codes[...], self.weight_scale[...]
         dtype = self.dtype or x.dtype
         if self.packed:
-            xi, x_scale = activation_codes(x, self.recipe, self.role)
-            rows, lead = xi.reshape(-1, xi.shape[-1]), xi.shape[:-1]
-            gemv = kernels.w2a8_gemv if rows.shape[0] <= PACKED_GEMV_ROWS else kernels.w2a8_gemv_reference
-            y = gemv(rows, x_scale.reshape(-1), codes, w_scale, self.out_features).reshape(*lead, -1)
+            y = _packed_product(x, self.recipe, self.role, codes, w_scale, self.out_features)
         elif self.recipe.act_for(self.role)[0] == "none":
             y = jnp.dot(x.astype(jnp.float32), codes.astype(jnp.float32)) * w_scale
         else:
@@ -151,15 +161,12 @@ class PackedSiblings(nnx.Module):
             scales.append(jnp.full((c.shape[1],), jnp.max(scale)))  # one scale a layer (as IntegerLinear packed)
         self.recipe, self.role, self.dtype = layers[0].recipe, layers[0].role, layers[0].dtype
         self.sizes = tuple(c.shape[1] for c in codes)
-        self.codes = IntegerCodes(kernels.packed_words(pack_ternary(np.asarray(jnp.concatenate(codes, axis=1)).T)))
+        self.codes = IntegerCodes(_packed_words(jnp.concatenate(codes, axis=1)))
         self.weight_scale = IntegerCodes(jnp.concatenate(scales))
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
-        xi, x_scale = activation_codes(x, self.recipe, self.role)
-        rows, lead = xi.reshape(-1, xi.shape[-1]), xi.shape[:-1]
-        gemv = kernels.w2a8_gemv if rows.shape[0] <= PACKED_GEMV_ROWS else kernels.w2a8_gemv_reference
-        y = gemv(rows, x_scale.reshape(-1), self.codes[...], 1.0, sum(self.sizes)) * self.weight_scale[...]
-        y = y.astype(self.dtype or x.dtype).reshape(*lead, -1)
+        y = _packed_product(x, self.recipe, self.role, self.codes[...], 1.0, sum(self.sizes)) * self.weight_scale[...]
+        y = y.astype(self.dtype or x.dtype)
         return tuple(jnp.split(y, np.cumsum(self.sizes)[:-1], axis=-1))
 
 
