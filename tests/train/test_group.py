@@ -1,7 +1,6 @@
 """Run groups: runs that differ only in per-run values train together under jax.vmap, each with its own record."""
 
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -86,27 +85,16 @@ def test_members_of_a_group_must_differ_only_in_per_run_values(tmp_path, tiny):
 
 def test_each_member_of_a_group_has_its_own_wandb_run(tmp_path, tiny, monkeypatch):
     pytest.importorskip("wandb")
-    from test_loop import wandb_records
+    from test_loop import finished_wandb_records
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfgs = [config.load(None, tiny + ["train.steps=4", "train.eval_every=4", "tracking.wandb=offline",
                                       f"tracking.name=m{i}", f"train.lr={lr}"]) for i, lr in enumerate((1e-3, 3e-3))]
     train.run_group([(c, tmp_path / f"m{i}") for i, c in enumerate(cfgs)])
 
-    def written(i):  # wandb's service process may still be writing a run's file after finish() returns
-        logs = list((tmp_path / f"m{i}" / "wandb").glob("offline-run-*/*.wandb"))
-        try:
-            kinds = [r.WhichOneof("record_type") for r in wandb_records(logs[0])] if len(logs) == 1 else []
-        except Exception:  # a record still being written
-            return False
-        return "run" in kinds and kinds.count("history") >= 4
-
-    deadline = time.time() + 60
-    while time.time() < deadline and not all(written(i) for i in range(2)):
-        time.sleep(0.5)
     for i in range(2):
-        [log] = (tmp_path / f"m{i}" / "wandb").glob("offline-run-*/*.wandb")
-        [run] = [r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run"]
+        records = finished_wandb_records(tmp_path / f"m{i}")
+        [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
         assert run.display_name == f"m{i}"
-        logged = [r for r in wandb_records(log) if r.WhichOneof("record_type") == "history"]
+        logged = [r for r in records if r.WhichOneof("record_type") == "history"]
         assert len(logged) >= 4  # this member's own rows

@@ -222,6 +222,22 @@ def wandb_records(path: Path) -> list:
     return records
 
 
+def finished_wandb_records(run_dir: Path, timeout: float = 60.0) -> list:
+    """The records of the run's one offline .wandb file once wandb's service process has written its exit record
+    (the service may still be writing after `finish()` returns; a half-written record does not parse yet)."""
+    deadline = time.time() + timeout
+    while True:
+        logs = list((run_dir / "wandb").glob("offline-run-*/*.wandb"))
+        try:
+            records = wandb_records(logs[0]) if len(logs) == 1 else []
+        except Exception:  # a record still being written
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.time() > deadline:
+            assert len(logs) == 1, logs
+            return records or wandb_records(logs[0])
+        time.sleep(0.5)
+
+
 def test_wandb_offline_logs_the_run(tmp_path, tiny, monkeypatch, capsys):
     pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)  # offline needs no key
@@ -229,10 +245,8 @@ def test_wandb_offline_logs_the_run(tmp_path, tiny, monkeypatch, capsys):
                                     "tracking.project=test", "tracking.group=my-sweep", "tracking.tags=[b158, tiny]"])
     result = train.run(cfg, tmp_path / "run")
     assert result.status == "finished"
-    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and "wandb sync" in capsys.readouterr().out
-    [log] = runs[0].glob("*.wandb")
-    records = wandb_records(log)
+    assert "wandb sync" in capsys.readouterr().out
+    records = finished_wandb_records(tmp_path / "run")
     [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert (run.project, run.run_group, list(run.tags)) == ("test", "my-sweep", ["b158", "tiny"])
     logged_config = {u.key: json.loads(u.value_json) for u in run.config.update if u.key != "_wandb"}
