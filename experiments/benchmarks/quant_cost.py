@@ -101,15 +101,6 @@ def build(shape: str, variant: str, tokens: np.ndarray):
     return call, state, active, inputs, row, flops_per_token(cfg, recipe)
 
 
-SKIP_SMALL = ("b1.58 faq, weights only", "b1.58 faq, activations only")  # timed on 2026-12-03 (quant_cost.md)
-ROWS = {  # the variants timed at each shape
-    "0.8m": [v for v in VARIANTS if v not in SKIP_SMALL] + list(GROUP_VARIANTS),
-    "4.3m": [v for v in VARIANTS if v not in SKIP_SMALL and not v.startswith("fp16 faq")],
-    "110m": ["fp16 llama", "b1.58 faq", "b1.58 faq, shared norms", "b1.58 llama"],
-    "tiny": list(VARIANTS) + list(GROUP_VARIANTS),
-}
-
-
 def measure(shape: str, variant: str, tokens: np.ndarray) -> dict:
     call, state, active, inputs, row, flops = build(shape, variant, tokens)
     k, calls, group = row["steps_per_call"], SHAPES[shape][3], row["group"]
