@@ -59,24 +59,27 @@ def sample_next(logits: jax.Array, key: jax.Array, sampling: Sampling) -> jax.Ar
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames="cache")
-def _step(state, tokens, cache, start, index, key, *, graphdef, sampling):
-    """Run `tokens` (batch, t) through the model at cache slots index..index+t-1; sample from the last position."""
-    model = nnx.merge(graphdef, state)
+@functools.partial(jax.jit, static_argnames=("graphdef", "treedef", "sampling"), donate_argnames="cache")
+def _step(leaves, tokens, cache, start, index, key, i, *, graphdef, treedef, sampling):
+    """Run `tokens` (batch, t) through the model at cache slots index..index+t-1; sample from the last position with
+    the i-th key of `key`. Returns the new tokens (batch, 1) and the cache. The model's state comes as its flat list of
+    arrays: flattening an nnx.State on every call costs the host more than a small decode step takes on a GPU."""
+    model = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
     slots = index + jnp.arange(tokens.shape[1])
     positions = jnp.maximum(slots[None, :] - start[:, None], 0)
     keys = jnp.arange(cache[0][0].shape[1])
     mask = (keys[None, None, :] <= slots[None, :, None]) & (keys[None, None, :] >= start[:, None, None])
     mask = mask | (keys[None, :] == slots[:, None])  # a padding slot sees itself: no empty softmax row
     logits, cache = model.decode(tokens, cache, positions, mask, index)
-    return sample_next(logits[:, -1], key, sampling), cache
+    return sample_next(logits[:, -1], jax.random.fold_in(key, i), sampling)[:, None], cache
 
 
 def generate_tokens(model: InferenceModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                     sampling: Sampling = Sampling(), seed: int = 0,
                     on_step: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
     """New token ids (batch, max_new_tokens) continuing each prompt (a list of token-id lists, any lengths).
-    `on_step(i, tokens)` is called with each step's (batch,) tokens as soon as they exist (streaming)."""
+    `on_step(i, tokens)` is called with each step's (batch,) tokens as soon as they reach the host (streaming): step
+    i + 1 is already queued on the device by then, so the host's copy and callback overlap the device's work."""
     if not prompts:
         raise UserError("no prompts to continue: pass at least one")
     if max_new_tokens < 1:
@@ -90,18 +93,25 @@ def generate_tokens(model: InferenceModel, prompts: Sequence[Sequence[int]], max
         padded[row, width - len(prompt):] = prompt
     padded = check_tokens(padded, model.vocab_size)
     graphdef, state = nnx.split(model.model)
+    leaves, treedef = jax.tree.flatten(state)
     cache = model.model.init_cache(len(prompts), width + max_new_tokens, model.model.dtype or jnp.float32)
     start = jnp.asarray(width - lengths, jnp.int32)
-    base_key = jax.random.key(seed)
-    step = functools.partial(_step, graphdef=graphdef, sampling=sampling)
+    key = jax.random.key(seed)
+    step = functools.partial(_step, graphdef=graphdef, treedef=treedef, sampling=sampling)
     tokens, index, out = jnp.asarray(padded), 0, []
-    for i in range(max_new_tokens):
-        tokens, cache = step(state, tokens, cache, start, jnp.int32(index), jax.random.fold_in(base_key, i))
-        index += width if i == 0 else 1
-        out.append(np.asarray(tokens))
+
+    def fetch(device_tokens: jax.Array) -> None:
+        out.append(np.asarray(device_tokens)[:, 0])
         if on_step is not None:
-            on_step(i, out[-1])
-        tokens = tokens[:, None]
+            on_step(len(out) - 1, out[-1])
+
+    for i in range(max_new_tokens):
+        previous = tokens
+        tokens, cache = step(leaves, tokens, cache, start, np.int32(index), key, np.int32(i))
+        index += width if i == 0 else 1
+        if i > 0:
+            fetch(previous)
+    fetch(tokens)
     return np.stack(out, axis=1)
 
 
