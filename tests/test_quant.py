@@ -360,3 +360,48 @@ def test_bad_bits_raise():
         quant.act_absmax(jnp.ones((2, 4)), bits=1)
     with pytest.raises(ValueError, match="bits"):
         quant.act_absmax_codes(jnp.ones((2, 4)), bits=9)
+
+
+# ---------------------------------------------------------------- the product on integer codes
+
+
+@pytest.mark.parametrize("ste", quant.STE_KINDS)
+@pytest.mark.parametrize("weight,groups", [("ternary_absmean", 1), ("ternary_absmedian", 4), ("binary_sign", 2)])
+@pytest.mark.parametrize("bits,per_token", [(8, True), (8, False), (4, True)])
+def test_int8_matmul_is_the_fake_quant_product_with_its_gradients(ste, weight, groups, bits, per_token):
+    w, g = rand((64, 48), 0.02, seed=1), rand((3, 5, 48), seed=2)
+    w[::3, ::5] *= 20.0  # outliers: some weights clipped
+    ref_w = dict(zip(quant.INT8_WEIGHT_QUANTS, WEIGHT_CASES))[weight][1]
+    wq, keep_w, amb_w, edge_w = ref_w(w.astype(np.float64), groups=groups, axis=-1)
+    for seed in range(10, 30):  # inputs with no code on a rounding edge, where float32 and float64 may disagree
+        x = rand((3, 5, 64), 2.0, seed=seed)
+        xq, keep_x, amb_x, edge_x = ref_act_absmax(x.astype(np.float64), bits, per_token)
+        if not amb_x.any():
+            break
+    assert not amb_w.any() and not amb_x.any()
+    fn = jitted(quant.int8_matmul, weight_quant=weight, weight_groups=groups, act_bits=bits, per_token=per_token,
+                ste=ste, dtype=jnp.float32)
+    y, pullback = jax.vjp(fn, x, w)
+    ref_y = xq @ wq
+    np.testing.assert_allclose(np.asarray(y, np.float64), ref_y, rtol=0, atol=1e-6 * np.abs(ref_y).max())
+    dx, dw = pullback(jnp.asarray(g))
+    ref_dx = g @ wq.T * (keep_x if ste == "clipped" else 1)
+    ref_dw = np.einsum("bti,bto->io", xq, g) * (keep_w if ste == "clipped" else 1)
+    # (the clipped STE's masks are compared off the clip edges, where float32 and float64 may disagree)
+    np.testing.assert_allclose(np.asarray(dx)[~edge_x], ref_dx[~edge_x], rtol=0, atol=1e-5 * np.abs(ref_dx).max())
+    np.testing.assert_allclose(np.asarray(dw)[~edge_w], ref_dw[~edge_w], rtol=0, atol=1e-5 * np.abs(ref_dw).max())
+    if ste == "clipped":
+        assert not keep_w.all() and (np.asarray(dw)[~keep_w] == 0).all()
+
+
+def test_int8_matmul_multiplies_int8_codes_into_int32():
+    jaxpr = str(jax.make_jaxpr(functools.partial(quant.int8_matmul, dtype=jnp.bfloat16))(rand((4, 32)),
+                                                                                       rand((32, 8))))
+    assert "dot_general" in jaxpr and "i8[4,32]" in jaxpr and "preferred_element_type=int32" in jaxpr
+
+
+def test_int8_matmul_refuses_what_has_no_int8_codes():
+    with pytest.raises(ValueError, match="no int8 codes"):
+        quant.int8_matmul(rand((4, 32)), rand((32, 8)), weight_quant="none")
+    with pytest.raises(ValueError, match="bits"):
+        quant.int8_matmul(rand((4, 32)), rand((32, 8)), act_bits=16)
