@@ -59,19 +59,25 @@ def sample_next(logits: jax.Array, key: jax.Array, sampling: Sampling) -> jax.Ar
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "treedef", "sampling"), donate_argnames="cache")
-def _step(leaves, tokens, cache, start, index, key, i, *, graphdef, treedef, sampling):
-    """Run `tokens` (batch, t) through the model at cache slots index..index+t-1; sample from the last position with
-    the i-th key of `key`. Returns the new tokens (batch, 1) and the cache. The model's state comes as its flat list of
-    arrays: flattening an nnx.State on every call costs the host more than a small decode step takes on a GPU."""
-    model = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
-    slots = index + jnp.arange(tokens.shape[1])
-    positions = jnp.maximum(slots[None, :] - start[:, None], 0)
-    keys = jnp.arange(cache[0][0].shape[1])
-    mask = (keys[None, None, :] <= slots[None, :, None]) & (keys[None, None, :] >= start[:, None, None])
-    mask = mask | (keys[None, :] == slots[:, None])  # a padding slot sees itself: no empty softmax row
-    logits, cache = model.decode(tokens, cache, positions, mask, index)
-    return sample_next(logits[:, -1], jax.random.fold_in(key, i), sampling)[:, None], cache
+@functools.lru_cache(maxsize=8)
+def _jitted_step(graphdef, treedef, sampling: Sampling):
+    """The jitted decode step of one model structure and sampling. The structure is bound here, once, rather than
+    passed as a static argument on every call: hashing a 26-layer model's GraphDef costs the host 1.5-2 ms, more
+    than a small decode step takes on a GPU; so does flattening its nnx.State, hence the flat list of arrays."""
+
+    def step(leaves, tokens, cache, start, index, key, i):
+        """Run `tokens` (batch, t) through the model at cache slots index..index+t-1; sample from the last position
+        with the i-th key of `key`. Returns the new tokens (batch, 1) and the cache."""
+        model = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+        slots = index + jnp.arange(tokens.shape[1])
+        positions = jnp.maximum(slots[None, :] - start[:, None], 0)
+        keys = jnp.arange(cache[0][0].shape[1])
+        mask = (keys[None, None, :] <= slots[None, :, None]) & (keys[None, None, :] >= start[:, None, None])
+        mask = mask | (keys[None, :] == slots[:, None])  # a padding slot sees itself: no empty softmax row
+        logits, cache = model.decode(tokens, cache, positions, mask, index)
+        return sample_next(logits[:, -1], jax.random.fold_in(key, i), sampling)[:, None], cache
+
+    return jax.jit(step, donate_argnames="cache")
 
 
 def generate_tokens(model: InferenceModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
@@ -97,7 +103,7 @@ def generate_tokens(model: InferenceModel, prompts: Sequence[Sequence[int]], max
     cache = model.model.init_cache(len(prompts), width + max_new_tokens, model.model.dtype or jnp.float32)
     start = jnp.asarray(width - lengths, jnp.int32)
     key = jax.random.key(seed)
-    step = functools.partial(_step, graphdef=graphdef, treedef=treedef, sampling=sampling)
+    step = _jitted_step(graphdef, treedef, sampling)
     tokens, index, out = jnp.asarray(padded), 0, []
 
     def fetch(device_tokens: jax.Array) -> None:
