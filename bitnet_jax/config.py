@@ -134,7 +134,6 @@ class TrainConfig:
     attention: str = "auto"  # jax.nn.dot_product_attention implementation: auto | xla | cudnn
     steps_per_call: int | None = None  # steps per jitted call (one dispatch, one metrics fetch); None: per device
     deterministic: bool = False  # GPU: XLA's deterministic ops (same config + seed = the same losses, bit for bit)
-    int8_forward: bool = False  # BitLinear forward on int8 codes, int32 sums (int8 tensor cores) where exact
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batches", "log_every", "ckpt_every",

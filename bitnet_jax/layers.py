@@ -51,9 +51,7 @@ class BitLinear(nnx.Module):
 
     `input_norm=True` puts an RMSNorm inside the layer (the b1.58 FAQ's BitLinear and BitNet's SubLN).
     `role` is 'in' for q/k/v/gate/up and 'out' for o_proj/down_proj (a recipe may quantise those differently);
-    `topk` sparsifies the input first (a4.8's o_proj). `int8_forward` (set by `use_int8_forward`) computes the
-    product on integer codes (`quant.int8_matmul`) where that is exact: absmax activations of up to 8 bits times
-    ternary or binary weights; other recipes keep the fake-quant product.
+    `topk` sparsifies the input first (a4.8's o_proj).
     """
 
     def __init__(self, in_features: int, out_features: int, *, recipe: str | Recipe = "bitnet_b158",
@@ -65,7 +63,6 @@ class BitLinear(nnx.Module):
         self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else nnx.data(None)
         self.norm = RMSNorm(in_features, dtype=dtype, rngs=rngs) if input_norm else nnx.data(None)
-        self.int8_forward = False
 
     @classmethod
     def from_linear(cls, linear: nnx.Linear, recipe: str | Recipe) -> "BitLinear":
@@ -82,29 +79,13 @@ class BitLinear(nnx.Module):
         if self.norm is not None:
             x = self.norm(x)
         x = topk_sparsify(x, self.topk)
-        kind, bits = self.recipe.act_for(self.role)
-        exact = kind == "absmax" and bits <= 8 and self.recipe.weight_quant in quant.INT8_WEIGHT_QUANTS
-        if self.int8_forward and exact:
-            dtype = self.dtype or jnp.result_type(x, self.kernel[...])
-            y = quant.int8_matmul(x, self.kernel[...], weight_quant=self.recipe.weight_quant,
-                                  weight_groups=self.recipe.weight_groups, act_bits=bits,
-                                  per_token=self.recipe.act_per_token, ste=self.recipe.ste, dtype=dtype)
-        else:
-            x = quantize_activation(x, self.recipe, self.role)
-            w = quantize_weight(self.kernel[...], self.recipe)
-            dtype = self.dtype or jnp.result_type(x, w)
-            y = jnp.dot(x.astype(dtype), w.astype(dtype))
+        x = quantize_activation(x, self.recipe, self.role)
+        w = quantize_weight(self.kernel[...], self.recipe)
+        dtype = self.dtype or jnp.result_type(x, w)
+        y = jnp.dot(x.astype(dtype), w.astype(dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)
         return y
-
-
-def use_int8_forward(model: nnx.Module, on: bool = True) -> nnx.Module:
-    """Let every BitLinear inside `model` compute its product on int8 codes where exact (`BitLinear`); in place."""
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, BitLinear):
-            node.int8_forward = on
-    return model
 
 
 def quantize(model: nnx.Module, recipe: str | Recipe, *, exclude: tuple[str, ...] = ()) -> nnx.Module:

@@ -12,8 +12,6 @@ Activations
 Integer forms
   ternary_codes, binary_codes, act_absmax_codes return (int8 codes, float32 scale) with
   codes * scale equal (in float32) to ternary_absmean, binary_sign, act_absmax respectively.
-  int8_matmul: act_absmax(x) @ weight_quant(W) computed on the codes (int8 x int8, int32 sums, scaled after),
-  with the straight-through gradients of the fake-quant product (a training forward on int8 tensor cores).
 
 Conventions: statistics in float32, output in the input dtype; round half to even; EPS = 1e-5.
 groups=G is BitNet's model-parallel group quantisation: the weight `axis` (activations: the last
@@ -22,7 +20,6 @@ ste="identity" passes the gradient straight through (dy/dx = 1); ste="clipped" z
 pre-rounding scaled value lies outside the clip range.
 """
 
-import functools
 import math
 
 import jax
@@ -40,7 +37,6 @@ __all__ = [
     "ternary_codes",
     "binary_codes",
     "act_absmax_codes",
-    "int8_matmul",
 ]
 
 EPS = 1e-5
@@ -253,60 +249,3 @@ def act_absmax_codes(x, bits=8, per_token=True, *, groups=1):
     _check_bits(bits, max_bits=8)
     codes, scale, _ = _absmax(jnp.asarray(x), bits, per_token, groups)
     return codes.astype(jnp.int8), scale
-
-
-# ---------------------------------------------------------------- the quantised product on integer codes
-
-INT8_WEIGHT_QUANTS = {"ternary_absmean": jnp.mean, "ternary_absmedian": jnp.median, "binary_sign": None}
-
-
-def int8_matmul(x, w, *, weight_quant="ternary_absmean", weight_groups=1, act_bits=8, per_token=True,
-                ste="identity", dtype=jnp.bfloat16):
-    """act_absmax(x, act_bits, per_token) @ weight_quant(W) (W: (in, out), weight groups split the output columns)
-    computed exactly on the codes: int8 x int8 products summed in int32, then times the activation and weight scales.
-    The result equals the fake-quant product in `dtype` up to that product's rounding (the codes' sums are exact
-    here); the gradients are the fake-quant product's in `dtype`: dx = g @ Wq^T and dW = xq^T g, through the STE."""
-    _check_ste(ste)
-    _check_bits(act_bits, max_bits=8)
-    if weight_quant not in INT8_WEIGHT_QUANTS:
-        raise ValueError(f"int8_matmul: weight_quant {weight_quant!r} has no int8 codes; use one of "
-                         f"{', '.join(INT8_WEIGHT_QUANTS)}")
-    x, w = jnp.asarray(x), jnp.asarray(w)
-    return _int8_matmul(x, w, (weight_quant, weight_groups, act_bits, per_token, ste, jnp.dtype(dtype), x.dtype,
-                               w.dtype))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _int8_matmul(x, w, spec):
-    return _int8_matmul_fwd(x, w, spec)[0]
-
-
-def _int8_matmul_fwd(x, w, spec):
-    weight_quant, groups, bits, per_token, ste, dtype = spec[:6]
-    cx, sx, vx = _absmax(x, bits, per_token, 1)
-    if weight_quant == "binary_sign":
-        cw, sw, centred = _binary(w, groups, -1)
-        keep_w = jnp.abs(centred) <= sw
-    else:
-        cw, sw, vw = _ternary(w, INT8_WEIGHT_QUANTS[weight_quant], groups, -1)
-        keep_w = jnp.abs(vw) <= 1
-    sums = jax.lax.dot_general(cx.astype(jnp.int8), cw.astype(jnp.int8), (((x.ndim - 1,), (0,)), ((), ())),
-                               preferred_element_type=jnp.int32)
-    y = (sums.astype(jnp.float32) * sx * sw[0]).astype(dtype)
-    keep_x = (vx >= -(2 ** (bits - 1))) & (vx <= 2 ** (bits - 1) - 1)
-    masks = (keep_x, keep_w) if ste == "clipped" else None
-    return y, ((cx * sx).astype(dtype), (cw * sw).astype(dtype), masks)
-
-
-def _int8_matmul_bwd(spec, residuals, g):
-    (xq, wq, masks), (x_dtype, w_dtype) = residuals, spec[6:]
-    g = g.astype(xq.dtype)
-    dx = jnp.dot(g, wq.T)
-    lead = tuple(range(g.ndim - 1))
-    dw = jax.lax.dot_general(xq, g, ((lead, lead), ((), ())))
-    if masks is not None:
-        dx, dw = dx * masks[0].astype(dx.dtype), dw * masks[1].astype(dw.dtype)
-    return dx.astype(x_dtype), dw.astype(w_dtype)
-
-
-_int8_matmul.defvjp(_int8_matmul_fwd, _int8_matmul_bwd)

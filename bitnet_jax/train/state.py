@@ -15,7 +15,6 @@ import optax
 from flax import nnx
 
 from bitnet_jax.config import RunConfig
-from bitnet_jax.layers import use_int8_forward
 from bitnet_jax.model import Transformer
 from bitnet_jax.train.optim import Hyperparams, make_optimizer
 from bitnet_jax.train.step import FlatModel, init_state
@@ -42,9 +41,8 @@ def build_model(cfg: RunConfig, *, inference: bool = False, abstract: bool = Fal
     recipe = cfg.recipe.for_inference() if inference else cfg.recipe
 
     def make():
-        model = Transformer(cfg.model, recipe, rngs=nnx.Rngs(cfg.train.seed), dtype=dtype,
-                            attention_impl=attention_impl(cfg.train.attention, dtype, cfg.train.deterministic))
-        return use_int8_forward(model, cfg.train.int8_forward)
+        return Transformer(cfg.model, recipe, rngs=nnx.Rngs(cfg.train.seed), dtype=dtype,
+                           attention_impl=attention_impl(cfg.train.attention, dtype, cfg.train.deterministic))
 
     return nnx.eval_shape(make) if abstract else make()
 

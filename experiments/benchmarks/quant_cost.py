@@ -55,24 +55,21 @@ SHAPES = {  # name: (model, batch, steps per call, timed calls)
 B158 = recipes.get("bitnet_b158")
 MEDIAN = recipes.get("bitnet_b158_median")
 FP16 = recipes.get("fp16")
-VARIANTS = {  # name: (recipe, layout, runs in the group, attention: auto = cuDNN's fused attention on a GPU,
-    #        train.int8_forward: BitLinear products on int8 codes)
-    "fp16 llama": (FP16, "llama", 1, "auto", False),
-    "fp16 faq (norms only)": (FP16, "faq", 1, "auto", False),
-    "b1.58 faq, weights only": (dataclasses.replace(B158, act_quant="none"), "faq", 1, "auto", False),
-    "b1.58 faq, activations only": (dataclasses.replace(B158, weight_quant="none"), "faq", 1, "auto", False),
-    "b1.58 faq": (B158, "faq", 1, "auto", False),
-    "b1.58 llama": (B158, "llama", 1, "auto", False),
-    "b1.58 absmedian faq": (MEDIAN, "faq", 1, "auto", False),
-    "b1.58 absmedian faq, bit-pattern sort": (MEDIAN, "faq", 1, "auto", False),
-    "fp16 llama, xla attention": (FP16, "llama", 1, "xla", False),
-    "b1.58 faq, int8 forward": (B158, "faq", 1, "auto", True),
-    "b1.58 llama, int8 forward": (B158, "llama", 1, "auto", True),
+VARIANTS = {  # name: (recipe, layout, runs in the group, attention: auto = cuDNN's fused attention on a GPU)
+    "fp16 llama": (FP16, "llama", 1, "auto"),
+    "fp16 faq (norms only)": (FP16, "faq", 1, "auto"),
+    "b1.58 faq, weights only": (dataclasses.replace(B158, act_quant="none"), "faq", 1, "auto"),
+    "b1.58 faq, activations only": (dataclasses.replace(B158, weight_quant="none"), "faq", 1, "auto"),
+    "b1.58 faq": (B158, "faq", 1, "auto"),
+    "b1.58 llama": (B158, "llama", 1, "auto"),
+    "b1.58 absmedian faq": (MEDIAN, "faq", 1, "auto"),
+    "b1.58 absmedian faq, bit-pattern sort": (MEDIAN, "faq", 1, "auto"),
+    "fp16 llama, xla attention": (FP16, "llama", 1, "xla"),
 }
 GROUP_VARIANTS = {  # a 16-run group (issue 10's packed sweeps), at the small shapes only
-    "fp16 llama, group 16": (FP16, "llama", 16, "auto", False),
-    "b1.58 faq, group 16": (B158, "faq", 16, "auto", False),
-    "fp16 llama, group 16, xla attention": (FP16, "llama", 16, "xla", False),
+    "fp16 llama, group 16": (FP16, "llama", 16, "auto"),
+    "b1.58 faq, group 16": (B158, "faq", 16, "auto"),
+    "fp16 llama, group 16, xla attention": (FP16, "llama", 16, "xla"),
 }
 CANDIDATES = {"b1.58 absmedian faq, bit-pattern sort": bits_median}  # variant -> this folder's module, patched in
 ONCE = ("b1.58 faq, weights only", "b1.58 faq, activations only")  # timed on 2026-12-03 (quant_cost.md)
@@ -80,8 +77,8 @@ ROWS = {  # the variants timed at each shape
     "0.8m": [v for v in VARIANTS if v not in ONCE] + list(GROUP_VARIANTS),
     "4.3m": ["fp16 llama", "fp16 faq (norms only)", "b1.58 faq", "b1.58 llama", "b1.58 absmedian faq",
              "b1.58 absmedian faq, bit-pattern sort"],
-    "110m": ["fp16 llama", "b1.58 faq", "b1.58 llama", "b1.58 faq, int8 forward", "b1.58 llama, int8 forward"],
-    "350m": ["fp16 llama", "b1.58 faq", "b1.58 llama", "b1.58 faq, int8 forward", "b1.58 llama, int8 forward"],
+    "110m": ["fp16 llama", "b1.58 faq", "b1.58 llama"],
+    "350m": ["fp16 llama", "b1.58 faq", "b1.58 llama"],
     "tiny": list(VARIANTS) + list(GROUP_VARIANTS),
 }
 
@@ -89,18 +86,17 @@ ROWS = {  # the variants timed at each shape
 def build(shape: str, variant: str, tokens: np.ndarray):
     """The variant's jitted training call (K steps), its stacked state and inputs, and what a row records about it."""
     model_cfg, batch, k, _ = SHAPES[shape]
-    recipe, layout, group, attention, int8 = {**VARIANTS, **GROUP_VARIANTS}[variant]
+    recipe, layout, group, attention = {**VARIANTS, **GROUP_VARIANTS}[variant]
     for name, module in CANDIDATES.items():
         (module.install if name == variant else module.uninstall)()
     cfg = dataclasses.replace(model_cfg, layout=layout)
-    train = TrainConfig(batch_size=batch, steps=10_000, steps_per_call=k, attention=attention, int8_forward=int8)
+    train = TrainConfig(batch_size=batch, steps=10_000, steps_per_call=k, attention=attention)
     training = build_training(RunConfig(recipe=recipe, model=cfg, train=train))
     batches = TrainBatches(tokens, list(range(group)), batch, cfg.seq_len, steps_per_call=k)
     call = make_train_call(training.model, training.optimizer, training.hyperparams, group, k, batches.draw)
     state = jax.tree.map(lambda x: jnp.stack([x] * group), training.state)
     active, inputs = jnp.ones((group,), bool), batches.inputs([0] * group)
-    row = {"shape": shape, "variant": variant, "layout": layout, "group": group, "attention": attention,
-           "int8_forward": int8, "batch": batch,
+    row = {"shape": shape, "variant": variant, "layout": layout, "group": group, "attention": attention, "batch": batch,
            "seq_len": cfg.seq_len, "steps_per_call": k, "device": jax.devices()[0].device_kind}
     return call, state, active, inputs, row, flops_per_token(cfg, recipe)
 
