@@ -5,8 +5,10 @@
 
 LlamaForCausalLM (hidden, GLU, heads, layers as `bench decode`'s shapes, vocabulary 32000, SDPA attention), random
 weights in bfloat16 on the GPU, greedy decoding. A decode step's time is the slope between generating `new_tokens`
-and half as many (median of 3 calls each), which removes the prefill. --static: a static KV cache and
-`torch.compile(mode="reduce-overhead")` (CUDA graphs), transformers' fast path. Prints one JSON line.
+and half as many (median of 3 calls each), which removes the prefill. --static: a static KV cache, with which
+`generate` compiles the decode step itself on a GPU (its `compile_config`: `torch.compile`, CUDA graphs),
+transformers' fast path. (Wrapping `model.forward` in `torch.compile(mode="reduce-overhead")` by hand failed on the
+H200 on 2026-12-03: the CUDA graphs overwrote the cache's outputs between steps.) Prints one JSON line.
 """
 
 import argparse
@@ -41,7 +43,6 @@ def main() -> None:
         model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
     extra = {}
     if a.static:
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
         extra = {"cache_implementation": "static"}
     ids = torch.randint(0, 32000, (a.batch, a.prompt_len), device=device)
 
