@@ -32,6 +32,7 @@ OUT = Path(os.environ.get("OUT", "/tmp/quant_cost"))
 DEFAULT = ["0.8m:fp16 llama", "0.8m:b1.58 faq", "0.8m:b1.58 absmedian faq", "0.8m:fp16 llama, group 16",
            "4.3m:b1.58 faq"]
 KINDS = (  # (kind, substrings of the HLO op or kernel name), first match wins
+    ("w2a8 kernel", ("gemv_kernel", "rows_kernel")),  # the packed decode GEMV (infer.kernels)
     ("attention", ("fmha", "cudnn", "flash", "attention")),
     ("matmul", ("gemm", "cublas", "dot", "xmma", "cutlass", "matmul", "convolution", "nvjet")),
     ("reduction fusion", ("reduce", "scatter")),
@@ -86,7 +87,11 @@ def profile(shape: str, variant: str, tokens, calls: int = 2) -> dict:
                 jax.block_until_ready(metrics)
             wall = time.perf_counter() - t0
         events = kernel_events(str(next(Path(trace_dir).rglob("*.xplane.pb"))))
-    steps = calls * k
+    return {**row, **summarise(events, calls * k, wall)}
+
+
+def summarise(events, steps: int, wall_s: float) -> dict:
+    """Per step: wall and busy time, kernels, device time by kind and the 25 most expensive ops or kernels."""
     by_kind, by_op, count_op = collections.Counter(), collections.Counter(), collections.Counter()
     for _, duration, op, kernel in events:
         name = kernel[:80] if not op or op.startswith("command_buffer") else op  # a CUDA graph's kernels by name
@@ -94,7 +99,7 @@ def profile(shape: str, variant: str, tokens, calls: int = 2) -> dict:
         by_op[name] += duration
         count_op[name] += 1
     per_step_ms = lambda ns: round(ns / steps / 1e6, 4)  # noqa: E731
-    return {**row, "wall_ms_per_step": round(wall / steps * 1e3, 4), "busy_ms_per_step": per_step_ms(busy_ns(events)),
+    return {"wall_ms_per_step": round(wall_s / steps * 1e3, 4), "busy_ms_per_step": per_step_ms(busy_ns(events)),
             "kernels_per_step": round(len(events) / steps, 1),
             "ms_per_step_by_kind": {kind: per_step_ms(ns) for kind, ns in by_kind.most_common()},
             "top_ops": [{"op": op, "ms_per_step": per_step_ms(ns), "per_step": round(count_op[op] / steps, 2),
