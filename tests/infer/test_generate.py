@@ -49,6 +49,24 @@ def test_top_k_1_is_greedy_and_the_seed_fixes_the_sample(model):
     assert not np.array_equal(a, generate_tokens(model, PROMPTS, 12, hot, seed=2))
 
 
+def test_a_second_generation_reuses_the_compiled_steps(model):
+    """The decode step is traced once per model structure and sampling (a prefill and a one-token shape), not per
+    call: the structure is bound into the jitted step, never passed (and hashed) on every token."""
+    from bitnet_jax.infer.generate import _jitted_step
+
+    seen = []
+    generate_tokens(model, PROMPTS, 4, Sampling(temperature=0.5), on_step=lambda i, t: seen.append(i))
+    step = _jitted_step(*_structure(model), Sampling(temperature=0.5))
+    traced = step._cache_size()
+    generate_tokens(model, PROMPTS, 4, Sampling(temperature=0.5), on_step=lambda i, t: seen.append(i))
+    assert traced == 2 and step._cache_size() == 2 and seen == [0, 1, 2, 3] * 2
+
+
+def _structure(model):
+    graphdef, state = nnx.split(model.model)
+    return graphdef, jax.tree.structure(state)
+
+
 def test_streamed_text_is_the_returned_text(model):
     pieces = {0: [], 1: []}
     texts = generate(model, ["Hello", "A"], max_new_tokens=8, sampling=Sampling(temperature=1.0), seed=3,
