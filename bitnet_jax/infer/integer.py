@@ -5,8 +5,8 @@ factors are integer codes times scales, so the same product is
 
     y = (x_codes @ W_codes) * x_scale * w_scale
 
-with int8 x int8 -> int32 accumulation (`jax.lax.dot_general(..., preferred_element_type=int32)`), exact up to the
-final float multiply. `IntegerLinear` stores the weight codes (int8) and per-output-column scales, computed once when
+with the exact integer sums of int8 x int8 codes (`kernels.code_product`: on bfloat16 matmul units with float32
+accumulation, which is exact for these small integers), exact up to the final float multiply. `IntegerLinear` stores the weight codes (int8) and per-output-column scales, computed once when
 the model is loaded, and quantises only the activations per call:
 - bitnet_b158 (and its absmedian / group variants): ternary codes, int8 absmax activations per token;
 - bitnet: binary codes {-1, +1}, int8 absmax activations per tensor (as trained: the whole call's input shares one
@@ -136,9 +136,7 @@ class IntegerLinear(nnx.Module):
             y = jnp.dot(x.astype(jnp.float32), codes.astype(jnp.float32)) * w_scale
         else:
             xi, x_scale = activation_codes(x, self.recipe, self.role)
-            acc = jax.lax.dot_general(xi, codes, (((xi.ndim - 1,), (0,)), ((), ())),
-                                      preferred_element_type=jnp.int32)
-            y = acc.astype(jnp.float32) * x_scale * w_scale
+            y = kernels.code_product(xi, codes, (((xi.ndim - 1,), (0,)), ((), ()))) * x_scale * w_scale
         y = y.astype(dtype)
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)

@@ -64,6 +64,21 @@ def test_xla_reference_path(out, n_in, batch):
     np.testing.assert_array_equal(np.asarray(y_auto), np.asarray(y))
 
 
+@pytest.mark.parametrize("exact_inner", [kernels.EXACT_INNER, 64])  # 64: the int32 fallback for long inputs
+def test_code_product_is_the_exact_integer_sum(monkeypatch, exact_inner):
+    monkeypatch.setattr(kernels, "EXACT_INNER", exact_inner)
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (3, 8640)).astype(np.int8)
+    x[0] = -128  # the largest sums: every product -128 (or +128) at the 3B model's longest input
+    w = rng.integers(-1, 2, (8640, 40)).astype(np.int8)
+    w[:, 0] = 1
+    w[:, 1] = -1
+    want = x.astype(np.int64) @ w.astype(np.int64)
+    got = np.asarray(kernels.code_product(x, w, (((1,), (0,)), ((), ()))))
+    assert got.dtype == np.float32 and got[0, 0] == -128 * 8640
+    np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
 def test_activation_words_are_the_same_little_endian_bytes():
     x = np.random.default_rng(4).integers(-128, 128, (3, 10)).astype(np.int8)
     padded = np.zeros((3, 12), np.int8)
