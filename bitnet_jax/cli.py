@@ -270,14 +270,31 @@ def cmd_generate(args, parser) -> int:
     single = len(args.prompt) == 1
     if single:
         print(args.prompt[0], end="", flush=True)
-    texts = generate(model, args.prompt, args.max_new_tokens, sampling, args.seed,
-                     on_text=(lambda row, piece: print(piece, end="", flush=True)) if single else None)
+    first: list[float] = []
+
+    def on_text(row: int, piece: str) -> None:
+        first[:] = first or [time.perf_counter()]
+        if single:
+            print(piece, end="", flush=True)
+
+    start = time.perf_counter()
+    texts = generate(model, args.prompt, args.max_new_tokens, sampling, args.seed, on_text=on_text)
+    elapsed = time.perf_counter() - start
     if single:
         print()
     else:
         for prompt, text in zip(args.prompt, texts):
             print(f"{prompt}{text}\n")
+    _report_speed(len(args.prompt), args.max_new_tokens, (first[0] if first else start + elapsed) - start, elapsed)
     return 0
+
+
+def _report_speed(prompts: int, new_tokens: int, first_s: float, total_s: float) -> None:
+    """One stderr line: the time to the first tokens (prefill, and compilation on a first call) and the rate after."""
+    after = total_s - first_s
+    rate = f", then {prompts * (new_tokens - 1) / after:.1f} tokens/s" if new_tokens > 1 and after > 0 else ""
+    print(f"{new_tokens} new tokens x {prompts} prompt(s) in {total_s:.2f} s: first after {first_s:.2f} s (prefill "
+          f"and compilation){rate}", file=sys.stderr)
 
 
 def _fmt(value, spec: str = ".4f") -> str:

@@ -119,7 +119,9 @@ def test_cli_streams_the_greedy_continuation(model, trained_run, capsys):
     run = trained_run("recipe=bitnet_b158", "model.layout=hf_bitnet")
     assert cli.main(["generate", str(run), "--prompt", "Once upon", "--max-new-tokens", "6"]) == 0
     expected = bytes(_greedy_by_recomputation(model, [list(b"Once upon")], 6)[0]).decode("utf-8", errors="replace")
-    assert capsys.readouterr().out == "Once upon" + expected + "\n"
+    out, err = capsys.readouterr()
+    assert out == "Once upon" + expected + "\n"
+    assert err.startswith("6 new tokens x 1 prompt(s) in ") and " tokens/s" in err and err.count("\n") == 1
     assert cli.main(["generate", str(run), "--prompt", "Once upon", "--max-new-tokens", "6", "--packed"]) == 0
     assert capsys.readouterr().out == "Once upon" + expected + "\n"  # 2-bit weights, the same tokens
 
