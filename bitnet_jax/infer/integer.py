@@ -6,8 +6,9 @@ factors are integer codes times scales, so the same product is
     y = (x_codes @ W_codes) * x_scale * w_scale
 
 with the exact integer sums of int8 x int8 codes (`kernels.code_product`: on bfloat16 matmul units with float32
-accumulation, which is exact for these small integers), exact up to the final float multiply. `IntegerLinear` stores the weight codes (int8) and per-output-column scales, computed once when
-the model is loaded, and quantises only the activations per call:
+accumulation, which is exact for these small integers), exact up to the final float multiply. `IntegerLinear` stores
+the weight codes (int8) and per-output-column scales, computed once when the model is loaded, and quantises only the
+activations per call:
 - bitnet_b158 (and its absmedian / group variants): ternary codes, int8 absmax activations per token;
 - bitnet: binary codes {-1, +1}, int8 absmax activations per tensor (as trained: the whole call's input shares one
   scale, so a batch or a KV-cache decode step sees a different scale than the full sequence did);
