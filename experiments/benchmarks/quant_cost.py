@@ -10,11 +10,13 @@ quantised, b1.58 whole in the FAQ and the LLaMA layouts, absmedian (also with th
 against `jnp.median` first), and fp16 with XLA's attention instead of cuDNN's;
 at the small shapes also 16-run groups (`jax.vmap`, tokens/s of the whole group). Each row also holds the mean loss of
 the timed steps. Candidates timed once and dropped (quant_cost.md names the commits that had them): a fused RMSNorm +
-absmax op, sibling norms sharing one statistic, a radix-select median, a fixed-trip-count loop.
+absmax op, sibling norms sharing one statistic, a radix-select median, a fixed-trip-count loop, an int8 tensor-core
+forward.
 
 Rows go to $OUT/quant_cost.jsonl (default /tmp/quant_cost) as they land; no new variant starts after SECONDS
 (default 480). Shapes: 0.8m, 4.3m (sweeps/gpu_small.yaml's, batch 64 x 256), 110m (bench's 125m preset, batch 16 x
-1024), 350m (bench's 350m preset, batch 8 x 1024); default the first three, each with its ROWS; SHAPE:VARIANT times one variant; `tiny` is a CPU smoke test.
+1024), 350m (bench's 350m preset, batch 8 x 1024); default the first three, each with its ROWS; SHAPE:VARIANT times
+one variant; `tiny` is a CPU smoke test.
 """
 
 from __future__ import annotations

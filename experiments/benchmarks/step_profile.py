@@ -2,13 +2,14 @@
 
     PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python experiments/benchmarks/step_profile.py [SHAPE:VARIANT ...]
 
-For each SHAPE:VARIANT of quant_cost.py (default: the 0.8M fp16, b1.58 and absmedian rows, the 0.8M 16-run group
-and the 4.3M b1.58 row) the training call is compiled, run once, then traced with `jax.profiler` over two calls. The trace is read
-back with `jax.profiler.ProfileData` and summarised per step: the call's wall time, the time some kernel was running
-(the union of the kernel intervals; the rest is the device waiting for the host: launches, the loop's condition),
-kernels launched, and device time by kind of work (matmul, attention, reduction fusions, elementwise fusions,
-copies) and by HLO op or, inside XLA's CUDA graphs (command buffers), by kernel name (the 25 most expensive). One
-JSON line per variant goes to stdout and $OUT/step_profile.jsonl. On a CPU the XLA ops of the host's thread pool stand in for kernels (a smoke test: `tiny:"b1.58 faq"`).
+For each SHAPE:VARIANT of quant_cost.py (default: the 0.8M fp16, b1.58 and absmedian rows, the 0.8M 16-run group and
+the 4.3M b1.58 row) the training call is compiled, run once, then traced with `jax.profiler` over two calls. The
+trace is read back with `jax.profiler.ProfileData` and summarised per step: the call's wall time, the time some
+kernel was running (the union of the kernel intervals; the rest is the device waiting for the host: launches, the
+loop's condition), kernels launched, and device time by kind of work (matmul, attention, reduction fusions,
+elementwise fusions, copies) and by HLO op or, inside XLA's CUDA graphs (command buffers), by kernel name (the 25
+most expensive). One JSON line per variant goes to stdout and $OUT/step_profile.jsonl. On a CPU the XLA ops of the
+host's thread pool stand in for kernels (a smoke test: `tiny:"b1.58 faq"`).
 """
 
 from __future__ import annotations
