@@ -273,7 +273,8 @@ def cmd_generate(args, parser) -> int:
     first: list[float] = []
 
     def on_text(row: int, piece: str) -> None:
-        first[:] = first or [time.perf_counter()]
+        if not first:  # the time the first tokens reached the host
+            first.append(time.perf_counter())
         if single:
             print(piece, end="", flush=True)
 

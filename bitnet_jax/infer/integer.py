@@ -76,7 +76,7 @@ def activation_codes(x: jax.Array, recipe: Recipe, role: str) -> tuple[jax.Array
 
 
 PACKED_GEMV_ROWS = 8  # inputs of at most this many tokens (decode steps) take the W2A8 GEMV; longer ones (prefill)
-# take its XLA reference path (unpack, int32 matmul)
+# take its XLA reference path (unpack, then `kernels.code_product`'s exact sums)
 
 
 def check_packable(recipe: Recipe, role: str) -> None:
