@@ -3,7 +3,7 @@
 The BitNet b1.58 paper's 700M and 3B shapes (hidden, GLU, heads, layers as `bench decode`), vocabulary 32000, the
 transformers BitNet layout (`hf_bitnet`), random weights. Variants, each a fresh model from the same seed:
   bf16    the fp16 recipe, every float parameter stored in bfloat16 (what a bf16 checkpoint holds);
-  int8    bitnet_b158 on the integer path (`infer.to_integer`): int8 weight codes, int8 activations, int32 sums;
+  int8    bitnet_b158 on the integer path (`infer.to_integer`): int8 weight codes, int8 activations, exact integer sums;
   packed  bitnet_b158 on 2-bit packed weights (`to_integer(packed=True)`): the W2A8 Pallas kernel in decode steps,
           q/k/v and gate/up each as one fused product (4 launches a block instead of 7);
   packed_unfused  the same with every linear layer on its own (`fuse=False`).

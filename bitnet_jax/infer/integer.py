@@ -107,7 +107,7 @@ class IntegerLinear(nnx.Module):
 
     packed=True stores the ternary codes 2 bits each (Hugging Face's layout, as int32 words) with one scale, and
     multiplies with `kernels.w2a8_gemv`: the Pallas kernel on a GPU for decode steps, its XLA reference elsewhere.
-    The same int32 sums and scales as the int8-code path: equal on the reference path; the kernel multiplies the
+    The same integer sums and scales as the int8-code path: equal on the reference path; the kernel multiplies the
     two scales together first, a rounding apart."""
 
     def __init__(self, layer: BitLinear, packed: bool = False):
