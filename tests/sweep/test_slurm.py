@@ -119,23 +119,27 @@ def test_a_job_sbatch_refuses_is_one_line(cluster, tmp_path):
 def test_a_task_warned_of_its_time_limit_saves_its_runs_and_requeues_itself(tmp_path):
     """What submitit does on SLURM's warning before a time limit: call the task's checkpoint(), which stops the
     runs (each saves a checkpoint) and returns the submission to requeue; that resubmission finishes the runs."""
-    spec = write_spec(tmp_path / "s.yaml", {**SPEC, "budget": {"tokens": 64 * 600}})  # 600 steps are enough here
+    # 3000 steps (~15 s on a 2-core CPU): the signal must come before the run ends; waiting for one checkpoint
+    # directory raced (a fast run had pruned ckpt/50 before the poll saw it, and finished before the signal)
+    spec = write_spec(tmp_path / "s.yaml", {**SPEC, "budget": {"tokens": 64 * 3000}})
     runs = sweep.expand(sweep.load(spec))[:1]
     run_dir = tmp_path / runs[0].run_id
     config.dump(runs[0].config, run_dir / "plan.yaml")
     task = TrainTask([str(run_dir)])
     worker = threading.Thread(target=task)
     worker.start()
-    wait_for("a checkpoint", lambda: (run_dir / "ckpt" / "50").is_dir())
+    wait_for("the run's first logged loss",
+             lambda: any("loss" in r for r in read_metrics(run_dir / "metrics.jsonl")))
     again = task.checkpoint()  # SIGTERM to the runs, then the submission to requeue
     worker.join(timeout=60)
     summary = read_json(run_dir / "summary.json")
-    assert summary["status"] == "interrupted" and 50 <= summary["step"] < 600
+    assert summary["status"] == "interrupted" and 10 <= summary["step"] < 3000
+    assert (run_dir / "ckpt" / str(summary["step"])).is_dir()  # saved where it stopped
     assert isinstance(again.function, TrainTask) and again.function.run_dirs == [str(run_dir)]
     assert again.result() == 0  # the requeued task: resumes from the checkpoint and finishes
     assert read_json(run_dir / "summary.json")["status"] == "finished"
     steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
-    assert steps == list(range(10, 601, 10))
+    assert steps == list(range(10, 3001, 10))
 
 
 def test_slurm_executor_errors(tmp_path, monkeypatch):
