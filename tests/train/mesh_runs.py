@@ -11,7 +11,7 @@ from bitnet_jax.files import read_metrics
 from bitnet_jax.train.sharding import Layout, make_mesh
 from bitnet_jax.train.state import build_training
 
-TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64", "model.seq_len=32",
+TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_ff=64", "model.seq_len=32",
         "train.batch_size=4", "train.warmup_steps=2", "train.eval_every=6", "train.eval_batches=2",
         "train.log_every=1", "train.ckpt_every=6", "data.max_bytes=60000", "tracking.progress=false"]
 MESHES = {"fp16": ["111", "221", "212"], "bitnet_b158": ["111", "221", "212"]}  # data x fsdp x tensor

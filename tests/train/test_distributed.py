@@ -20,7 +20,7 @@ from bitnet_jax.files import read_metrics
 from bitnet_jax.train.runtime import start_distributed
 
 RTOL = 2e-3
-TINY = ["recipe=bitnet_b158", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64",
+TINY = ["recipe=bitnet_b158", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_ff=64",
         "model.seq_len=32", "train.batch_size=8", "train.warmup_steps=2", "train.eval_every=6",
         "train.eval_batches=2", "train.log_every=1", "train.ckpt_every=6", "data.max_bytes=60000",
         "tracking.progress=false", "mesh.data=4", "mesh.fsdp=2"]
