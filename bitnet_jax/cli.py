@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shape", default="3b",
                    help="decode, generate: b1.58 paper model shape 700m | 3b (tiny: CPU smoke test)")
     b.add_argument("--variants", help="decode: kernel variants to time (default all: dp4a,int,f32,bf16); generate: "
-                                      "models to time (default all: bf16,int8,packed,packed_unfused)")
+                                      "models to time (default all: bf16,int8,packed,packed_unfused,packed_xla_quant)")
     b.add_argument("--tune", action="store_true", help="decode: also time a grid of dp4a tile sizes (GPU)")
     b.add_argument("--reps", type=int, help="decode: timed calls per measurement (default 50 on GPU, 2 on CPU)")
     b.add_argument("--prompt-len", type=int, default=32, help="generate: prompt tokens per sequence")

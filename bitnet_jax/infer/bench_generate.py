@@ -6,7 +6,9 @@ transformers BitNet layout (`hf_bitnet`), random weights. Variants, each a fresh
   int8    bitnet_b158 on the integer path (`infer.to_integer`): int8 weight codes, int8 activations, exact integer sums;
   packed  bitnet_b158 on 2-bit packed weights (`to_integer(packed=True)`): the W2A8 Pallas kernel in decode steps,
           q/k/v and gate/up each as one fused product (4 launches a block instead of 7);
-  packed_unfused  the same with every linear layer on its own (`fuse=False`).
+  packed_unfused  the same with every linear layer on its own (`fuse=False`);
+  packed_xla_quant  packed, with each decode-step activation quantised by XLA before the kernel
+          (`quantise_in_kernel=False`: four launches a product where `packed` has one).
 Norms, embeddings and the LM head of the ternary variants are bfloat16 too. Each variant runs `generate_tokens` (one
 jitted prefill, then one jitted step per token with its host round trip, as `bitnet-jax generate` streams) once to
 compile and once timed; a decode step's time is the median gap between consecutive tokens after the first two, the
@@ -34,7 +36,7 @@ from bitnet_jax.infer.generate import generate_tokens
 from bitnet_jax.infer.integer import InferenceModel, to_integer
 from bitnet_jax.model import ModelConfig, Transformer
 
-VARIANTS = ("bf16", "int8", "packed", "packed_unfused")
+VARIANTS = ("bf16", "int8", "packed", "packed_unfused", "packed_xla_quant")
 
 
 def model_config(shape: str, context: int) -> ModelConfig:
@@ -49,7 +51,8 @@ def build(variant: str, cfg: ModelConfig, seed: int = 0) -> InferenceModel:
     recipe = recipes.get("fp16" if variant == "bf16" else "bitnet_b158")
     model = Transformer(cfg, recipe, rngs=nnx.Rngs(seed), dtype=jnp.bfloat16)
     if variant != "bf16":
-        to_integer(model, packed=variant.startswith("packed"), fuse=variant == "packed")
+        to_integer(model, packed=variant.startswith("packed"), fuse=variant != "packed_unfused",
+                   quantise_in_kernel=variant != "packed_xla_quant")
     floats = nnx.state(model, nnx.Param)
     nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.bfloat16), floats))
     return InferenceModel(RunConfig(recipe=recipe, model=cfg), model, 0, variant != "bf16")

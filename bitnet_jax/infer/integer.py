@@ -75,8 +75,8 @@ def activation_codes(x: jax.Array, recipe: Recipe, role: str) -> tuple[jax.Array
     return codes.astype(jnp.int8), beta / root_q
 
 
-PACKED_GEMV_ROWS = 8  # inputs of at most this many tokens (decode steps) take the W2A8 GEMV; longer ones (prefill)
-# take its XLA reference path (unpack, then `kernels.code_product`'s exact sums)
+PACKED_GEMV_ROWS = 8  # inputs of at most this many tokens (decode steps) take the W2A8 GEMV, which quantises the
+# activations itself; longer ones (prefill) take its XLA reference path (quantise, unpack, `kernels.code_product`)
 
 
 def check_packable(recipe: Recipe, role: str) -> None:
@@ -94,12 +94,19 @@ def _packed_words(codes: jax.Array) -> jax.Array:
     return kernels.packed_words(pack_ternary(np.asarray(codes).T))
 
 
-def _packed_product(x, recipe: Recipe, role: str, words, w_scale, out_features: int) -> jax.Array:
-    """x's int8 codes times packed ternary weights, scaled: the W2A8 GEMV for decode steps, its reference beyond."""
-    xi, x_scale = activation_codes(x, recipe, role)
-    rows = xi.reshape(-1, xi.shape[-1])
-    gemv = kernels.w2a8_gemv if rows.shape[0] <= PACKED_GEMV_ROWS else kernels.w2a8_gemv_reference
-    return gemv(rows, x_scale.reshape(-1), words, w_scale, out_features).reshape(*xi.shape[:-1], -1)
+def _packed_product(x, recipe: Recipe, role: str, words, w_scale, out_features: int,
+                    quantise_in_kernel: bool) -> jax.Array:
+    """x's int8 codes times packed ternary weights, scaled: the W2A8 GEMV for decode steps (float rows in, quantised
+    inside the kernel unless quantise_in_kernel is False), its reference beyond. check_packable has made sure that
+    the recipe quantises x as the kernel does (8-bit absmax per token)."""
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.shape[0] <= PACKED_GEMV_ROWS and quantise_in_kernel:
+        y = kernels.w2a8_gemv(rows, None, words, w_scale, out_features)
+    else:
+        xi, x_scale = activation_codes(rows, recipe, role)
+        gemv = kernels.w2a8_gemv if rows.shape[0] <= PACKED_GEMV_ROWS else kernels.w2a8_gemv_reference
+        y = gemv(xi, x_scale.reshape(-1), words, w_scale, out_features)
+    return y.reshape(*x.shape[:-1], -1)
 
 
 class IntegerLinear(nnx.Module):
@@ -108,9 +115,10 @@ class IntegerLinear(nnx.Module):
     packed=True stores the ternary codes 2 bits each (Hugging Face's layout, as int32 words) with one scale, and
     multiplies with `kernels.w2a8_gemv`: the Pallas kernel on a GPU for decode steps, its XLA reference elsewhere.
     The same integer sums and scales as the int8-code path: equal on the reference path; the kernel multiplies the
-    two scales together first, a rounding apart."""
+    two scales together first, a rounding apart. quantise_in_kernel=False quantises decode-step activations in XLA
+    before the kernel (four launches a product instead of one; kept to measure the difference)."""
 
-    def __init__(self, layer: BitLinear, packed: bool = False):
+    def __init__(self, layer: BitLinear, packed: bool = False, quantise_in_kernel: bool = True):
         if layer.recipe.weight_quant == "none":
             raise UserError(f"recipe {layer.recipe.name!r} does not quantise weights: keep the float BitLinear")
         self.recipe, self.role, self.topk, self.dtype = layer.recipe, layer.role, layer.topk, layer.dtype
@@ -120,7 +128,7 @@ class IntegerLinear(nnx.Module):
             check_packable(layer.recipe, layer.role)
             codes = _packed_words(codes)
             scale = jnp.max(scale, keepdims=True)  # one scale: all-zero columns (scale 1 above) have zero codes
-        self.packed = packed
+        self.packed, self.quantise_in_kernel = packed, quantise_in_kernel
         self.codes, self.weight_scale = IntegerCodes(codes), IntegerCodes(scale)
         self.bias = layer.bias if layer.bias is not None else nnx.data(None)
         self.norm = layer.norm if layer.norm is not None else nnx.data(None)
@@ -132,7 +140,8 @@ class IntegerLinear(nnx.Module):
         codes, w_scale = self.codes[...], self.weight_scale[...]
         dtype = self.dtype or x.dtype
         if self.packed:
-            y = _packed_product(x, self.recipe, self.role, codes, w_scale, self.out_features)
+            y = _packed_product(x, self.recipe, self.role, codes, w_scale, self.out_features,
+                                self.quantise_in_kernel)
         elif self.recipe.act_for(self.role)[0] == "none":
             y = jnp.dot(x.astype(jnp.float32), codes.astype(jnp.float32)) * w_scale
         else:
@@ -149,7 +158,7 @@ class PackedSiblings(nnx.Module):
     stacked along the output, one activation quantisation, one kernel launch; each output column then scaled by its
     own layer's weight scale. The same values as the layers one by one, up to the order of two float multiplies."""
 
-    def __init__(self, layers: list[BitLinear]):
+    def __init__(self, layers: list[BitLinear], quantise_in_kernel: bool = True):
         codes, scales = [], []
         for layer in layers:
             check_packable(layer.recipe, layer.role)
@@ -159,12 +168,14 @@ class PackedSiblings(nnx.Module):
             codes.append(c)
             scales.append(jnp.full((c.shape[1],), jnp.max(scale)))  # one scale a layer (as IntegerLinear packed)
         self.recipe, self.role, self.dtype = layers[0].recipe, layers[0].role, layers[0].dtype
+        self.quantise_in_kernel = quantise_in_kernel
         self.sizes = tuple(c.shape[1] for c in codes)
         self.codes = IntegerCodes(_packed_words(jnp.concatenate(codes, axis=1)))
         self.weight_scale = IntegerCodes(jnp.concatenate(scales))
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
-        y = _packed_product(x, self.recipe, self.role, self.codes[...], 1.0, sum(self.sizes)) * self.weight_scale[...]
+        y = _packed_product(x, self.recipe, self.role, self.codes[...], 1.0, sum(self.sizes),
+                            self.quantise_in_kernel) * self.weight_scale[...]
         y = y.astype(self.dtype or x.dtype)
         return tuple(jnp.split(y, np.cumsum(self.sizes)[:-1], axis=-1))
 
@@ -172,38 +183,43 @@ class PackedSiblings(nnx.Module):
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # attribute names that share an input
 
 
-def to_integer(model: nnx.Module, packed: bool = False, fuse: bool = True) -> nnx.Module:
+def to_integer(model: nnx.Module, packed: bool = False, fuse: bool = True,
+               quantise_in_kernel: bool = True) -> nnx.Module:
     """Replace every weight-quantised BitLinear inside `model` by an IntegerLinear (packed: on 2-bit weights), in
     place; returns the model. packed and fuse: q/k/v and gate/up without a norm inside (the llama and hf_bitnet
-    layouts) become one PackedSiblings each, one kernel launch instead of three or two."""
-    _swap(model, set(), packed, fuse)
+    layouts) become one PackedSiblings each, one kernel launch instead of three or two. packed and
+    quantise_in_kernel=False: decode steps quantise the activations in XLA before the kernel (to measure what
+    quantising inside it saves)."""
+    linear = functools.partial(IntegerLinear, packed=packed, quantise_in_kernel=quantise_in_kernel)
+    siblings = functools.partial(PackedSiblings, quantise_in_kernel=quantise_in_kernel) if packed and fuse else None
+    _swap(model, set(), linear, siblings)
     return model
 
 
-def _fuse_siblings(node) -> None:
+def _fuse_siblings(node, siblings) -> None:
     for names in SIBLINGS:
         layers = [getattr(node, name, None) for name in names]
         if all(isinstance(layer, BitLinear) and layer.norm is None for layer in layers):
-            setattr(node, names[0], PackedSiblings(layers))
+            setattr(node, names[0], siblings(layers))
             for name in names[1:]:
                 setattr(node, name, nnx.data(None))
 
 
-def _swap(node, seen: set[int], packed: bool, fuse: bool) -> None:
+def _swap(node, seen: set[int], linear, siblings) -> None:
     if id(node) in seen:
         return
     seen.add(id(node))
-    if packed and fuse and not isinstance(node, (list, nnx.List)):
-        _fuse_siblings(node)
+    if siblings is not None and not isinstance(node, (list, nnx.List)):
+        _fuse_siblings(node, siblings)
     items = list(enumerate(node)) if isinstance(node, (list, nnx.List)) else list(vars(node).items())
     for key, value in items:
         if isinstance(value, BitLinear) and value.recipe.weight_quant != "none":
             if isinstance(key, int):
-                node[key] = IntegerLinear(value, packed)
+                node[key] = linear(value)
             else:
-                setattr(node, key, IntegerLinear(value, packed))
+                setattr(node, key, linear(value))
         elif isinstance(value, (nnx.Module, list)):
-            _swap(value, seen, packed, fuse)
+            _swap(value, seen, linear, siblings)
 
 
 @dataclass

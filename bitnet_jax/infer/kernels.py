@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from bitnet_jax import quant
 from bitnet_jax.errors import UserError
 
 VARIANTS = ("dp4a", "dp4a_rows", "int", "f32", "bf16")
@@ -83,13 +84,18 @@ def _words_to_codes(words, n_in: int, out_features: int) -> jax.Array:
 
 
 def _check(x_codes, x_scale, packed, w_scale, out_features):
-    """Validate shapes and dtypes; return (x int8 (B, in), x_scale f32 (B,), words (P, W), w_scale f32 (1,))."""
+    """Validate shapes and dtypes; return (x (B, in): int8 codes, or float rows when x_scale is None; x_scale f32
+    (B,) or None; words (P, W); w_scale f32 (1,))."""
     x_codes = jnp.asarray(x_codes)
     if x_codes.ndim == 1:
         x_codes = x_codes[None]
-    if x_codes.ndim != 2 or x_codes.dtype != jnp.int8:
-        raise UserError(f"w2a8_gemv takes int8 activation codes of shape (batch, in), got {x_codes.dtype}"
-                        f"{tuple(x_codes.shape)}; quantise with bitnet_jax.quant.act_absmax_codes")
+    floats = x_scale is None
+    if x_codes.ndim != 2 or (floats != jnp.issubdtype(x_codes.dtype, jnp.floating)) or \
+            (not floats and x_codes.dtype != jnp.int8):
+        raise UserError(f"w2a8_gemv takes int8 activation codes of shape (batch, in) with their scales, or float "
+                        f"activations (batch, in) with x_scale=None (quantised in the kernel), got {x_codes.dtype}"
+                        f"{tuple(x_codes.shape)} and x_scale {'None' if floats else 'given'}; quantise with "
+                        f"bitnet_jax.quant.act_absmax_codes or pass x_scale=None")
     batch, n_in = x_codes.shape
     packed = jnp.asarray(packed)
     rows = -(-out_features // 4)
@@ -102,7 +108,8 @@ def _check(x_codes, x_scale, packed, w_scale, out_features):
         raise UserError(f"packed weight {packed.dtype}{tuple(packed.shape)} does not fit {out_features} outputs x "
                         f"{n_in} inputs: expected uint8{(rows, n_in)} (infer.pack_ternary of the (out, in) codes) "
                         f"or int32{(rows, n_words)} (kernels.packed_words of it)")
-    x_scale = jnp.broadcast_to(jnp.asarray(x_scale, jnp.float32).reshape(-1), (batch,))
+    if not floats:
+        x_scale = jnp.broadcast_to(jnp.asarray(x_scale, jnp.float32).reshape(-1), (batch,))
     w_scale = jnp.asarray(w_scale, jnp.float32).reshape(-1)
     if w_scale.shape != (1,):
         raise UserError(f"w2a8_gemv takes one weight scale per tensor, got shape {w_scale.shape}")
@@ -129,10 +136,18 @@ def code_product(x_codes, w_codes, dims) -> jax.Array:
 
 
 def w2a8_gemv_reference(x_codes, x_scale, packed, w_scale, out_features: int) -> jax.Array:
-    """XLA path: unpack the codes with jnp, multiply exactly (`code_product`), then the scales. (batch, out) float32."""
+    """XLA path: unpack the codes with jnp, multiply exactly (`code_product`), then the scales. (batch, out) float32.
+    Float activations with x_scale=None are quantised first (`quant.act_absmax_codes`, 8 bits per token)."""
     x_codes, x_scale, words, w_scale = _check(x_codes, x_scale, packed, w_scale, out_features)
+    if x_scale is None:
+        x_codes, x_scale = _act_codes(x_codes)
     codes = _words_to_codes(words, x_codes.shape[1], out_features)
     return code_product(x_codes, codes, (((1,), (1,)), ((), ()))) * x_scale[:, None] * w_scale[0]
+
+
+def _act_codes(x) -> tuple[jax.Array, jax.Array]:
+    codes, scale = quant.act_absmax_codes(x, 8, True)
+    return codes, scale.reshape(-1)
 
 
 def w2a8_gemv(x_codes, x_scale, packed, w_scale, out_features: int, *, interpret: bool | None = None,
@@ -143,6 +158,12 @@ def w2a8_gemv(x_codes, x_scale, packed, w_scale, out_features: int, *, interpret
     (HF layout) or its int32 `packed_words`; w_scale: scalar. interpret=None runs the Pallas kernel on a GPU and the
     XLA reference elsewhere; True runs the kernel in Pallas interpret mode (CPU tests); False forces the compiled
     kernel.
+
+    Float activations (batch, in) with x_scale=None are quantised inside the kernel, with the arithmetic of
+    `quant.act_absmax_codes(x, 8, per_token=True)`: every program first finds its rows' absmax over the whole input,
+    then quantises each tile as it multiplies it. A decode step then launches one kernel per product instead of four
+    (XLA's absmax reduction, the quantisation and the scale's own small kernel, then the GEMV: counted in the
+    optimized HLO of a 3B decode step compiled for sm_90). Not with variant dp4a_rows, which takes int8 words.
     """
     x_codes, x_scale, words, w_scale = _check(x_codes, x_scale, packed, w_scale, out_features)
     if interpret is None:
@@ -150,7 +171,7 @@ def w2a8_gemv(x_codes, x_scale, packed, w_scale, out_features: int, *, interpret
             return w2a8_gemv_reference(x_codes, x_scale, words, w_scale, out_features)
         interpret = False
     config = config or default_config(out_features, x_codes.shape[1], x_codes.shape[0])
-    _check_config(config)
+    _check_config(config, quantise=x_scale is None)
     return _pallas_gemv(x_codes, x_scale, words, w_scale, out_features=out_features, config=config,
                         interpret=bool(interpret))
 
@@ -177,7 +198,7 @@ def default_config(out_features: int, n_in: int, batch: int = 1, n_sm: int = 132
     return TileConfig(block_rows=block_rows, block_k=block_k, split_k=split_k)
 
 
-def _check_config(config: TileConfig) -> None:
+def _check_config(config: TileConfig, quantise: bool = False) -> None:
     for name in ("block_rows", "block_k"):
         value = getattr(config, name)
         if value < 1 or value & (value - 1):
@@ -186,6 +207,9 @@ def _check_config(config: TileConfig) -> None:
         raise UserError(f"TileConfig.split_k must be >= 1, got {config.split_k}")
     if config.variant not in VARIANTS:
         raise UserError(f"unknown W2A8 kernel variant {config.variant!r}; use one of {', '.join(VARIANTS)}")
+    if quantise and config.variant == "dp4a_rows":
+        raise UserError("variant dp4a_rows takes int8 activation codes: quantise first (quant.act_absmax_codes) or "
+                        "pick another variant")
 
 
 def _dp4a(codes, x_word, acc, *, interpret: bool):
@@ -219,9 +243,52 @@ def _store(ref, value, mask):
     plgpu.store(ref, value, mask=mask)
 
 
-def _gemv_kernel(x_ref, xs_ref, ws_ref, w_ref, o_ref, *, n_in: int, out_features: int, batch: int, n_iter: int,
-                 config: TileConfig, interpret: bool):
-    """One program: `block_rows` packed rows x one split of the input; all 4 row groups and all batch rows."""
+def _round_half_even(v, *, interpret: bool):
+    """jnp.round of float32 v (Pallas' Triton lowering has none): PTX cvt.rni, the instruction XLA emits for it."""
+    if interpret:
+        return jnp.round(v)
+    from jax.experimental.pallas import triton as plgpu
+
+    (out,) = plgpu.elementwise_inline_asm("cvt.rni.f32.f32 $0, $1;", args=[v], constraints="=f,f", pack=1,
+                                          result_shape_dtypes=[jax.ShapeDtypeStruct(v.shape, jnp.float32)])
+    return out
+
+
+def _act_absmax(x_ref, b: int, n_in: int, chunk: int, *, interpret: bool):
+    """max(absmax of activation row b over the whole input, quant.EPS), shape (1,): quant.act_absmax_codes' amax."""
+
+    def step(it, m):
+        start = it * chunk
+        v = _load(x_ref.at[jnp.int32(b), pl.ds(start, chunk)], start + jnp.arange(chunk) < n_in).astype(jnp.float32)
+        return jnp.maximum(m, jnp.max(jnp.abs(v)))
+
+    amax = lax.fori_loop(0, -(-n_in // chunk), step, jnp.float32(0))
+    return jnp.maximum(jnp.full((1,), amax, jnp.float32), quant.EPS)
+
+
+def _act_code(v, amax, *, interpret: bool):
+    """int32 codes of float32 activations v: clip(round(v / amax * 127), -128, 127), half to even, with the float32
+    division of the platform, as XLA computes quant.act_absmax_codes there (on a GPU both are PTX div.full.f32; on a
+    CPU XLA multiplies by the reciprocal, here as in the quantiser)."""
+    return jnp.clip(_round_half_even(v / amax * 127.0, interpret=interpret), -128.0, 127.0).astype(jnp.int32)
+
+
+def _gemv_kernel(*refs, n_in: int, out_features: int, batch: int, n_iter: int, config: TileConfig,
+                 interpret: bool, quantise: bool):
+    """One program: `block_rows` packed rows x one split of the input; all 4 row groups and all batch rows.
+    quantise: x_ref holds float activations, quantised here (no xs_ref; with split_k > 1 the activation scales go
+    to a second output for the epilogue)."""
+    if quantise:
+        x_ref, ws_ref, w_ref, o_ref, *xs_out = refs
+        amax = [_act_absmax(x_ref, b, n_in, 4 * config.block_k, interpret=interpret) for b in range(batch)]
+        x_scales = [a / 127.0 for a in amax]
+        if xs_out:
+            first = (pl.program_id(0) == 0) & (pl.program_id(1) == 0)
+            for b in range(batch):
+                _store(xs_out[0].at[pl.ds(b, 1)], x_scales[b], jnp.full((1,), first))
+    else:
+        x_ref, xs_ref, ws_ref, w_ref, o_ref = refs
+        x_scales = [_load(xs_ref.at[pl.ds(b, 1)]) for b in range(batch)]
     br, bk = config.block_rows, config.block_k
     n_rows, n_words = w_ref.shape
     row0 = pl.program_id(0) * br
@@ -244,7 +311,9 @@ def _gemv_kernel(x_ref, xs_ref, ws_ref, w_ref, o_ref, *, n_in: int, out_features
             xb = []  # activation bytes at input columns 4*cols + j, int32
             for j in range(4):
                 idx = 4 * cols + j
-                xb.append(_load(x_ref.at[b, idx], idx < n_in).astype(jnp.int32))
+                x = _load(x_ref.at[b, idx], idx < n_in)
+                xb.append(_act_code(x.astype(jnp.float32), amax[b], interpret=interpret) if quantise
+                          else x.astype(jnp.int32))
             new_xsums[b] = xsums[b] + (xb[0] + xb[1] + xb[2] + xb[3])
             if config.variant == "dp4a":  # one int8x4 word per column; its broadcast costs one layout conversion
                 x_word = (xb[0] & 0xFF) | ((xb[1] & 0xFF) << 8) | ((xb[2] & 0xFF) << 16) | (xb[3] << 24)
@@ -276,7 +345,7 @@ def _gemv_kernel(x_ref, xs_ref, ws_ref, w_ref, o_ref, *, n_in: int, out_features
             out_idx = i * n_rows + rows
             ok = row_ok & (out_idx < out_features)
             if config.split_k == 1:
-                scale = _load(xs_ref.at[pl.ds(b, 1)]) * _load(ws_ref.at[pl.ds(0, 1)])
+                scale = x_scales[b] * _load(ws_ref.at[pl.ds(0, 1)])
                 _store(o_ref.at[pl.ds(b, 1), pl.ds(i * n_rows + row0, br)], (total.astype(jnp.float32) * scale)[None],
                        ok[None])
             else:
@@ -338,8 +407,10 @@ def activation_words(x_codes) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("out_features", "config", "interpret"))
 def _pallas_gemv(x_codes, x_scale, words, w_scale, *, out_features: int, config: TileConfig, interpret: bool):
+    """x_scale None: x_codes are float activations, quantised in the kernel."""
     batch, n_in = x_codes.shape
     n_rows, n_words = words.shape
+    quantise = x_scale is None
     words_per_split = -(-n_words // config.split_k)
     n_iter = -(-words_per_split // config.block_k)
     grid = (-(-n_rows // config.block_rows), config.split_k)
@@ -347,21 +418,25 @@ def _pallas_gemv(x_codes, x_scale, words, w_scale, *, out_features: int, config:
         out_shape = jax.ShapeDtypeStruct((batch, out_features), jnp.float32)
     else:
         out_shape = jax.ShapeDtypeStruct((config.split_k, batch, out_features), jnp.int32)
+        if quantise:
+            out_shape = (out_shape, jax.ShapeDtypeStruct((batch,), jnp.float32))  # the scales, for the epilogue
     if config.variant == "dp4a_rows":
         kernel = functools.partial(_rows_kernel, out_features=out_features, batch=batch, n_iter=n_iter,
                                    config=config, interpret=interpret)
         x_codes = activation_words(x_codes)
     else:
         kernel = functools.partial(_gemv_kernel, n_in=n_in, out_features=out_features, batch=batch, n_iter=n_iter,
-                                   config=config, interpret=interpret)
+                                   config=config, interpret=interpret, quantise=quantise)
     compiler_params = None
     if not interpret:
         from jax.experimental.pallas import triton as plgpu
 
         compiler_params = plgpu.CompilerParams(num_warps=config.num_warps, num_stages=config.num_stages)
+    inputs = (x_codes, w_scale, words) if quantise else (x_codes, x_scale, w_scale, words)
     out = pl.pallas_call(kernel, out_shape=out_shape, grid=grid, interpret=interpret,
-                         compiler_params=compiler_params, name="w2a8_gemv")(x_codes, x_scale, w_scale, words)
+                         compiler_params=compiler_params, name="w2a8_gemv")(*inputs)
     if config.split_k == 1:
         return out
+    if quantise:
+        out, x_scale = out
     return jnp.sum(out, axis=0).astype(jnp.float32) * x_scale[:, None] * w_scale[0]
-

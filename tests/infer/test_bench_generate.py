@@ -1,4 +1,4 @@
-"""`bitnet-jax bench generate` on the CPU smoke shape: the three models, their tokens and the report."""
+"""`bitnet-jax bench generate` on the CPU smoke shape: the models, their tokens and the report."""
 
 import json
 
@@ -20,11 +20,11 @@ def test_bench_generate_cli_reports_every_model(tmp_path, capsys):
                      "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = report["variants"]
-    assert list(rows) == ["bf16", "int8", "packed", "packed_unfused"]
+    assert list(rows) == ["bf16", "int8", "packed", "packed_unfused", "packed_xla_quant"]
     for r in rows.values():
         assert 0 < r["decode_step_s"] < r["compile_s"] and r["tokens_per_s"] == pytest.approx(1 / r["decode_step_s"])
     assert rows["bf16"]["speedup_vs_bf16"] == 1.0
-    for name in ("packed", "packed_unfused"):  # one ternary model, stored and multiplied three ways
+    for name in ("packed", "packed_unfused", "packed_xla_quant"):  # one ternary model, stored and multiplied 4 ways
         assert rows[name]["first_tokens"] == rows["int8"]["first_tokens"]
     assert "packed" in capsys.readouterr().out
 

@@ -105,20 +105,32 @@ def test_bad_inputs_raise_one_line_errors():
         kernels.w2a8_gemv(x, x_scale, packed, w_scale, 8, interpret=True, config=TileConfig(block_rows=3))
     with pytest.raises(UserError, match="variant"):
         kernels.w2a8_gemv(x, x_scale, packed, w_scale, 8, interpret=True, config=TileConfig(variant="fp8"))
+    with pytest.raises(UserError, match="x_scale=None"):
+        kernels.w2a8_gemv(x, None, packed, w_scale, 8)  # int8 codes need their scales
+    with pytest.raises(UserError, match="dp4a_rows takes int8"):
+        kernels.w2a8_gemv(x.astype(np.float32), None, packed, w_scale, 8, interpret=True,
+                          config=TileConfig(variant="dp4a_rows"))
 
 
-@pytest.mark.parametrize("variant", kernels.VARIANTS)
+QUANTISING = [v for v in kernels.VARIANTS if v != "dp4a_rows"]  # variants that take float activations
+
+
+@pytest.mark.parametrize("variant,quantise", [(v, False) for v in kernels.VARIANTS] + [(v, True) for v in QUANTISING])
 @pytest.mark.parametrize("out,n_in,batch,split_k", [(3200, 3200, 1, 1), (37, 50, 4, 3)])
-def test_kernel_lowers_to_triton_for_cuda(variant, out, n_in, batch, split_k):
+def test_kernel_lowers_to_triton_for_cuda(variant, out, n_in, batch, split_k, quantise):
     """Cross-lowering for CUDA on a CPU machine runs every Pallas->Triton lowering rule the GPU build will use."""
     import jax
     import jax.numpy as jnp
     from jax import export
 
     config = TileConfig(block_rows=16, block_k=64, split_k=split_k, variant=variant)
-    fn = jax.jit(lambda x, s, w: kernels.w2a8_gemv(x, s, w, 0.5, out, interpret=False, config=config))
-    args = (jax.ShapeDtypeStruct((batch, n_in), jnp.int8), jax.ShapeDtypeStruct((batch,), jnp.float32),
-            jax.ShapeDtypeStruct((-(-out // 4), -(-n_in // 4)), jnp.int32))
+    words = jax.ShapeDtypeStruct((-(-out // 4), -(-n_in // 4)), jnp.int32)
+    if quantise:
+        fn = jax.jit(lambda x, w: kernels.w2a8_gemv(x, None, w, 0.5, out, interpret=False, config=config))
+        args = (jax.ShapeDtypeStruct((batch, n_in), jnp.bfloat16), words)
+    else:
+        fn = jax.jit(lambda x, s, w: kernels.w2a8_gemv(x, s, w, 0.5, out, interpret=False, config=config))
+        args = (jax.ShapeDtypeStruct((batch, n_in), jnp.int8), jax.ShapeDtypeStruct((batch,), jnp.float32), words)
     exported = export.export(fn, platforms=["cuda"], disabled_checks=[
         export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
     module = exported.mlir_module()
@@ -126,6 +138,77 @@ def test_kernel_lowers_to_triton_for_cuda(variant, out, n_in, batch, split_k):
     packed_rows = -(-out // 4)
     row_blocks = -(-packed_rows // 16)
     assert f"grid_x = {row_blocks} : i32, grid_y = {split_k} : i32" in module
+    assert ("cvt.rni.f32.f32" in module) == quantise  # round half to even, as XLA's round-nearest-even on a GPU
+
+
+def _numpy_act_codes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """REFERENCE.md's per-token absmax quantiser in float32 numpy: codes = clip(round(x / amax * 127), -128, 127)
+    (half to even), amax = max(max|x|, 1e-5), scale = amax / 127."""
+    xf = x.astype(np.float32)
+    amax = np.maximum(np.abs(xf).max(axis=1, keepdims=True), np.float32(1e-5))
+    codes = np.clip(np.round(xf / amax * np.float32(127)), -128, 127).astype(np.int8)
+    return codes, (amax[:, 0] / np.float32(127)).astype(np.float32)
+
+
+def _division_sensitive(amax: np.float32, n: int) -> list[np.float32]:
+    """n values v in (-amax, amax) whose code round(v / amax * 127) differs from round(v * (1 / amax) * 127): about
+    one float32 in a million. XLA divides by a broadcast scalar either way depending on the platform (on a CPU it
+    multiplies by the reciprocal; on a GPU it emits PTX div.full.f32), so these codes tell whether the kernel divides
+    as the platform's quantiser does."""
+    rng, found = np.random.default_rng(5), []
+    while len(found) < n:
+        v = rng.uniform(-amax, amax, 1 << 20).astype(np.float32)
+        exact, approx = np.round(v / amax * np.float32(127)), np.round(v * (np.float32(1) / amax) * np.float32(127))
+        found += list(v[exact != approx])
+    return found[:n]
+
+
+AMAX = np.float32(2.9)
+DIVISION_SENSITIVE = _division_sensitive(AMAX, 3)
+
+
+@pytest.mark.parametrize("variant", QUANTISING)
+@pytest.mark.parametrize("out,n_in,batch,split_k,dtype", [
+    (37, 50, 1, 1, np.float32),  # ragged rows, words and last word
+    (64, 128, 3, 2, "bfloat16"),  # split-K (the scales reach the epilogue), bf16 rows as a decode step holds them
+    (30, 21, 2, 3, np.float32),
+])
+def test_kernel_quantises_float_activations_as_the_quantiser_does(variant, out, n_in, batch, split_k, dtype):
+    """Float rows in: the kernel's own absmax quantisation gives quant.act_absmax_codes' codes and scales (which are
+    REFERENCE.md's formula in float32 numpy, up to how the platform divides), hence the output of the kernel given
+    those codes bit for bit, and the float64 product of the dequantised factors."""
+    import ml_dtypes
+
+    from bitnet_jax import quant
+
+    rng = np.random.default_rng(out * n_in + batch)
+    codes = rng.integers(-1, 2, (out, n_in)).astype(np.int8)
+    x = (rng.standard_t(3, (batch, n_in)) * 2).astype(np.float32)  # heavy tails: one large value sets the scale
+    x[0] = np.clip(x[0], -AMAX, AMAX)
+    x[0, :4] = [AMAX, *DIVISION_SENSITIVE]
+    x[0, 5] = 0.0
+    if batch > 1:
+        x[1] = 0.0  # an all-zero row: amax is the quantiser's floor, every code 0
+    if dtype == "bfloat16":
+        x = x.astype(ml_dtypes.bfloat16)
+    x_codes, x_scale = (np.asarray(a) for a in quant.act_absmax_codes(x))
+    x_scale = x_scale[:, 0]
+    numpy_codes, numpy_scale = _numpy_act_codes(np.asarray(x, np.float32))
+    np.testing.assert_allclose(x_scale, numpy_scale, rtol=1e-6)
+    differ = np.argwhere(numpy_codes != x_codes)
+    assert np.abs(numpy_codes.astype(int) - x_codes).max() <= 1 and all(r == 0 and 1 <= c <= 3 for r, c in differ)
+
+    config = TileConfig(block_rows=4, block_k=4, split_k=split_k, variant=variant)
+    packed = pack_ternary(codes)
+    got = np.asarray(kernels.w2a8_gemv(x, None, packed, 0.3, out, interpret=True, config=config))
+    given = np.asarray(kernels.w2a8_gemv(x_codes, x_scale, packed, 0.3, out, interpret=True, config=config))
+    np.testing.assert_array_equal(got, given)
+    np.testing.assert_allclose(got, _reference(codes, x_codes, x_scale, np.float32(0.3)), rtol=1e-6, atol=1e-6)
+    if batch > 1:
+        assert not got[1].any()
+    # the XLA reference path (where there is no GPU) quantises with quant.act_absmax_codes too
+    reference = np.asarray(kernels.w2a8_gemv_reference(x, None, packed, 0.3, out))
+    np.testing.assert_allclose(reference, got, rtol=1e-6, atol=1e-6)
 
 
 def test_decode_bench_times_one_shape_and_counts_bytes():
