@@ -5,8 +5,9 @@
 #
 #   bash experiments/benchmarks/generate_call.sh 1   # 3B batch 1: every model; transformers plain and compiled
 #   bash experiments/benchmarks/generate_call.sh 2   # 3B batch 4 and 700M batch 1; transformers plain
-#   bash experiments/benchmarks/generate_call.sh 3   # what 2026-12-03 left: profiles of the 3B bf16 and packed steps,
-#                                                    # 700M packed, transformers static + compiled at 3B, plain at 700M
+#   bash experiments/benchmarks/generate_call.sh 3   # what 2026-12-03 left: 3B bf16 vs packed (activations quantised
+#                                                    # in the kernel) vs packed_xla_quant; a profile of the packed step;
+#                                                    # 700M bf16 vs packed; transformers static + compiled at 3B
 # (building a 3B packed model packs 2.8G codes on the host: about 30 s each)
 set -u
 out=${OUT:-/tmp/generate_call}
@@ -21,10 +22,10 @@ if [ "${1:-1}" = 1 ]; then
   timeout 60 $peer --shape 3b --batch 1 --json "$out/torch_3b_b1.json"
   timeout 150 $peer --shape 3b --batch 1 --static --json "$out/torch_3b_b1_static.json"
 elif [ "$1" = 3 ]; then
-  OUT=$out timeout 170 python experiments/benchmarks/decode_profile.py 3b:1:bf16 3b:1:packed
+  timeout 200 $bench --shape 3b --batch 1 --variants bf16,packed,packed_xla_quant --json "$out/generate_3b_b1.json"
   timeout 90 $bench --shape 700m --batch 1 --variants bf16,packed --json "$out/generate_700m_b1.json"
+  OUT=$out timeout 120 python experiments/benchmarks/decode_profile.py 3b:1:packed
   timeout 150 $peer --shape 3b --batch 1 --static --json "$out/torch_3b_b1_static.json"
-  timeout 60 $peer --shape 700m --batch 1 --json "$out/torch_700m_b1.json"
 else
   timeout 220 $bench --shape 3b --batch 4 --variants bf16,int8,packed --json "$out/generate_3b_b4.json"
   timeout 200 $bench --shape 700m --batch 1 --json "$out/generate_700m_b1.json"
