@@ -254,6 +254,10 @@ def _round_half_even(v, *, interpret: bool):
     return out
 
 
+ABSMAX_CHUNK = 4096  # activations per load in the absmax prologue (one load for the 3B model's 3200-wide rows, three
+# for 8640): few dependent loads before the products start, 32 values a thread at 4 warps
+
+
 def _act_absmax(x_ref, b: int, n_in: int, chunk: int, *, interpret: bool):
     """max(absmax of activation row b over the whole input, quant.EPS), shape (1,): quant.act_absmax_codes' amax."""
 
@@ -280,7 +284,8 @@ def _gemv_kernel(*refs, n_in: int, out_features: int, batch: int, n_iter: int, c
     to a second output for the epilogue)."""
     if quantise:
         x_ref, ws_ref, w_ref, o_ref, *xs_out = refs
-        amax = [_act_absmax(x_ref, b, n_in, 4 * config.block_k, interpret=interpret) for b in range(batch)]
+        chunk = min(1 << (n_in - 1).bit_length(), ABSMAX_CHUNK)  # the whole row in one load where it fits
+        amax = [_act_absmax(x_ref, b, n_in, chunk, interpret=interpret) for b in range(batch)]
         x_scales = [a / 127.0 for a in amax]
         if xs_out:
             first = (pl.program_id(0) == 0) & (pl.program_id(1) == 0)
