@@ -162,8 +162,9 @@ def w2a8_gemv(x_codes, x_scale, packed, w_scale, out_features: int, *, interpret
     Float activations (batch, in) with x_scale=None are quantised inside the kernel, with the arithmetic of
     `quant.act_absmax_codes(x, 8, per_token=True)`: every program first finds its rows' absmax over the whole input,
     then quantises each tile as it multiplies it. A decode step then launches one kernel per product instead of four
-    (XLA's absmax reduction, the quantisation and the scale's own small kernel, then the GEMV: counted in the
-    optimized HLO of a 3B decode step compiled for sm_90). Not with variant dp4a_rows, which takes int8 words.
+    (XLA's absmax reduction, the quantisation and the scale's own small kernel, then the GEMV: counted by
+    experiments/benchmarks/kernel_count.py in a 3B decode step compiled for sm_90). The scales are multiplied
+    together first, a rounding apart from the reference path. Not with variant dp4a_rows, which takes int8 words.
     """
     x_codes, x_scale, words, w_scale = _check(x_codes, x_scale, packed, w_scale, out_features)
     if interpret is None:
