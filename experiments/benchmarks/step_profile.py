@@ -33,7 +33,8 @@ OUT = Path(os.environ.get("OUT", "/tmp/quant_cost"))
 DEFAULT = ["0.8m:fp16 llama", "0.8m:b1.58 faq", "0.8m:b1.58 absmedian faq", "0.8m:fp16 llama, group 16",
            "4.3m:b1.58 faq"]
 KINDS = (  # (kind, substrings of the HLO op or kernel name), first match wins
-    ("w2a8 kernel", ("gemv_kernel", "rows_kernel")),  # the packed decode GEMV (infer.kernels)
+    ("w2a8 kernel", ("w2a8_gemv",)),  # the packed decode GEMV (infer.kernels: its pallas_call name, also the
+    # Triton kernel's, as in the deviceless kernel sequences of kernel_count.py)
     ("attention", ("fmha", "cudnn", "flash", "attention")),
     ("matmul", ("gemm", "cublas", "dot", "xmma", "cutlass", "matmul", "convolution", "nvjet")),
     ("reduction fusion", ("reduce", "scatter")),
