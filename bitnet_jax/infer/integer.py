@@ -100,11 +100,12 @@ def _packed_product(x, recipe: Recipe, role: str, words, w_scale, out_features: 
     inside the kernel unless quantise_in_kernel is False), its reference beyond. check_packable has made sure that
     the recipe quantises x as the kernel does (8-bit absmax per token)."""
     rows = x.reshape(-1, x.shape[-1])
-    if rows.shape[0] <= PACKED_GEMV_ROWS and quantise_in_kernel:
+    decode = rows.shape[0] <= PACKED_GEMV_ROWS
+    if decode and quantise_in_kernel:
         y = kernels.w2a8_gemv(rows, None, words, w_scale, out_features)
     else:
         xi, x_scale = activation_codes(rows, recipe, role)
-        gemv = kernels.w2a8_gemv if rows.shape[0] <= PACKED_GEMV_ROWS else kernels.w2a8_gemv_reference
+        gemv = kernels.w2a8_gemv if decode else kernels.w2a8_gemv_reference
         y = gemv(xi, x_scale.reshape(-1), words, w_scale, out_features)
     return y.reshape(*x.shape[:-1], -1)
 
